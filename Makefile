@@ -1,0 +1,51 @@
+# vidworker — the README's commands. Every target installs what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+# A local weights mirror (files + SHA256SUMS); CI and this workplace have ../shared/weights.
+WEIGHTS_MIRROR ?= $(if $(wildcard ../shared/weights/SHA256SUMS),$(abspath ../shared/weights),)
+export WEIGHTS_MIRROR
+# Models fetched by setup. Real hosts add the default model: make setup MODELS="realesr-animevideov3 realesrgan-x4plus"
+MODELS ?= realesr-animevideov3
+
+.PHONY: setup system venv weights test lint typecheck pytest bench clean
+
+setup: system venv weights
+
+system:
+	@bash scripts/setup_system.sh
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+weights: venv
+	$(PY) -m models download $(MODELS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: setup
+	$(PY) -m pytest
+
+test: setup lint typecheck pytest
+
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
+	$(PIP) install -r requirements-bench.txt
+	$(PIP) install --no-deps --no-build-isolation basicsr==1.4.2 realesrgan==0.3.0
+	touch $@
+
+bench: setup $(VENV)/.bench-installed
+	$(PY) -m bench.engine
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,54 @@
+"""Errors raised by the model engine.
+
+Each carries a stable ``code`` (the ``errorCode`` of a failure callback) and
+whether retrying the job elsewhere or later could help (``retryable``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ModelError(Exception):
+    """Base of every error raised by :mod:`models`."""
+
+    code: ClassVar[str] = "MODEL_ERROR"
+    retryable: ClassVar[bool] = False
+
+
+class UnknownModel(ModelError):
+    """The job names a model that is not in the registry."""
+
+    code = "INPUT_INVALID"
+
+
+class UnsupportedScale(ModelError):
+    """The requested output scale cannot be produced by the chosen model."""
+
+    code = "INPUT_INVALID"
+
+
+class WeightsUnavailable(ModelError):
+    """No weights file could be found, taken from the mirror or downloaded."""
+
+    code = "MODEL_UNAVAILABLE"
+    retryable = True
+
+
+class WeightsInvalid(ModelError):
+    """A weights file exists but fails its checksum or does not load as the model."""
+
+    code = "WEIGHTS_INVALID"
+
+
+class OutOfMemory(ModelError):
+    """Inference ran out of memory even at the smallest tile size."""
+
+    code = "OUT_OF_MEMORY"
+    retryable = True
+
+
+class InferenceFailed(ModelError):
+    """The network raised or produced unusable output (NaN) for a frame."""
+
+    code = "INFERENCE_FAILED"

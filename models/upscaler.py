@@ -1,0 +1,305 @@
+"""The inference engine: uint8 RGB frames in, upscaled uint8 RGB frames out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+import numpy as np
+import spandrel
+import torch
+import torch.nn.functional as F
+
+from models.device import DEFAULTS, half_output_ok, is_out_of_memory, select_device, tune_cpu
+from models.errors import InferenceFailed, OutOfMemory, UnsupportedScale
+from models.loader import load_descriptor
+from models.registry import DEFAULT_MODEL, MODELS, ModelSpec
+from models.tiling import TilePlan, Window, feather_weights, plan_tiles
+from models.weights import WeightStore
+
+log = logging.getLogger(__name__)
+
+OOM_TILES = (256, 128, 64)
+"""Tile sizes tried in turn after an out-of-memory error; 64 is the floor."""
+
+FEATHER_PAD = 16
+"""Overlap for models whose receptive field is too large to cover (RRDBNet)."""
+
+Network = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class UpscalerConfig:
+    """What to run and how. ``None`` fields take the device's defaults.
+
+    ``tile`` is the core size of a tile in input pixels (0: whole frame), ``pad``
+    the overlap on each side, ``batch_size`` the windows per network call.
+    """
+
+    model: str = DEFAULT_MODEL
+    scale: int = 4
+    device: str = "auto"
+    tile: int | None = None
+    pad: int | None = None
+    batch_size: int | None = None
+    half: bool | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class UpscalerInfo:
+    """What the engine actually runs with, for logs and job metadata."""
+
+    model: str
+    device: str
+    dtype: str
+    model_scale: int
+    scale: int
+    tile: int
+    pad: int
+    batch_size: int
+    blend: str
+    warnings: tuple[str, ...] = field(default=())
+
+
+class Upscaler:
+    """Real-ESRGAN over frames, tiled, batched and never silently wrong.
+
+    Call contract: ``frames`` is a uint8 RGB array, ``(H, W, 3)`` or
+    ``(N, H, W, 3)``, values 0-255. The result has the same layout at
+    ``(H * scale, W * scale)``, uint8 0-255, a fresh array owned by the caller.
+    Every input frame yields exactly one output frame or the call raises
+    (:class:`OutOfMemory` at the smallest tile, :class:`InferenceFailed` on NaN
+    output); nothing is skipped or reused.
+
+    The network sees float tensors ``(B, 3, h, w)`` in 0-1, channels-last, on
+    ``device`` in fp16 (CUDA) or fp32, under ``torch.inference_mode()``.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        network: Network,
+        *,
+        size_multiple: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        scale: int,
+        tile: int,
+        pad: int,
+        batch_size: int,
+        warnings: Sequence[str] = (),
+    ) -> None:
+        if scale not in (2, 4) or scale > spec.scale:
+            raise UnsupportedScale(
+                f"{spec.name} is a native x{spec.scale} model; it can produce scale 2"
+                f"{' or 4' if spec.scale == 4 else ''}, not {scale}"
+            )
+        self.spec = spec
+        self.network = network
+        self.device = device
+        self.dtype = dtype
+        self.scale = scale
+        self.tile = tile
+        self.pad = pad
+        self.batch_size = max(1, batch_size)
+        self.warnings = list(warnings)
+        self.oom_retries = 0
+        self._multiple = max(1, size_multiple)
+        self._crop = spec.reach is not None and pad >= spec.reach
+        self._weights: dict[tuple[int, int, int], list[torch.Tensor]] = {}
+
+    @classmethod
+    def create(cls, config: UpscalerConfig, store: WeightStore) -> Upscaler:
+        """Resolve and verify weights, pick the device, load, probe fp16."""
+        spec = MODELS.get(config.model)
+        if config.scale not in (2, 4) or config.scale > spec.scale:
+            raise UnsupportedScale(f"{spec.name} cannot produce scale {config.scale}")
+        weights = store.resolve(spec)
+        device, warnings = select_device(config.device)
+        defaults = DEFAULTS[device.type]
+        if device.type == "cpu":
+            tune_cpu(config.threads)
+        else:
+            torch.backends.cudnn.benchmark = True
+        descriptor = load_descriptor(spec, weights.path)
+        model = descriptor.model.to(device=device, memory_format=torch.channels_last)
+        dtype = torch.float32
+        if device.type == "cuda" and (defaults.half if config.half is None else config.half):
+            dtype, warning = _choose_half(model, device)
+            warnings.extend(warning)
+        model = model.to(dtype=dtype)
+        pad = config.pad if config.pad is not None else max(defaults.pad, spec.reach or FEATHER_PAD)
+        return cls(
+            spec,
+            cast(Network, model),
+            size_multiple=_size_multiple(descriptor),
+            device=device,
+            dtype=dtype,
+            scale=config.scale,
+            tile=defaults.tile if config.tile is None else config.tile,
+            pad=pad,
+            batch_size=config.batch_size or defaults.batch_size,
+            warnings=warnings,
+        )
+
+    @property
+    def info(self) -> UpscalerInfo:
+        return UpscalerInfo(
+            model=self.spec.name,
+            device=self.device.type,
+            dtype=str(self.dtype).removeprefix("torch."),
+            model_scale=self.spec.scale,
+            scale=self.scale,
+            tile=self.tile,
+            pad=self.pad,
+            batch_size=self.batch_size,
+            blend="crop" if self._crop else "feather",
+            warnings=tuple(self.warnings),
+        )
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        single = frames.ndim == 3
+        batch = frames[None] if single else frames
+        if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
+            raise ValueError(f"expected uint8 (N,H,W,3) or (H,W,3) frames, got {frames.dtype} {frames.shape}")
+        if batch.shape[0] == 0:
+            raise ValueError("no frames given")
+        result = self._upscale_with_retry(batch)
+        return result[0] if single else result
+
+    def _upscale_with_retry(self, frames: np.ndarray) -> np.ndarray:
+        """Run the batch; on out-of-memory shrink the tile and run the same batch again."""
+        while True:
+            try:
+                return self._upscale(frames)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                self._shrink_tile(frames.shape[1], frames.shape[2], exc)
+
+    def _shrink_tile(self, height: int, width: int, exc: BaseException) -> None:
+        current = self.tile if 0 < self.tile < max(height, width) else max(height, width)
+        smaller = [size for size in OOM_TILES if size < current]
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if not smaller:
+            raise OutOfMemory(
+                f"out of memory at the smallest tile ({current} px) on {self.device.type}: {exc}"
+            ) from exc
+        log.warning("out of memory at tile %s; retrying the batch at tile %s", current, smaller[0])
+        self.warnings.append(f"out of memory at tile {current}; continued at tile {smaller[0]}")
+        self.tile = smaller[0]
+        self.oom_retries += 1
+
+    def _upscale(self, frames: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
+            # (N,H,W,3) viewed as (N,3,H,W) is already channels-last: no copy.
+            x = pixels.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+            plan = plan_tiles(x.shape[2], x.shape[3], self.tile, self.pad)
+            canvas = self._assemble(x, plan)
+            return self._to_frames(canvas, x.shape[2], x.shape[3])
+
+    def _assemble(self, x: torch.Tensor, plan: TilePlan) -> torch.Tensor:
+        """Float (N, 3, H*s, W*s) network output for the whole batch, s = model scale."""
+        count = x.shape[0]
+        if len(plan.windows) == 1:
+            return torch.cat(
+                [self._infer(x[i : i + self.batch_size]) for i in range(0, count, self.batch_size)]
+            )
+        s = self.spec.scale
+        canvas = torch.zeros(
+            (count, 3, plan.height * s, plan.width * s), device=self.device, dtype=torch.float32
+        ).contiguous(memory_format=torch.channels_last)
+        weights = None if self._crop else self._feather(plan)
+        jobs = [(index, k) for index in range(count) for k in range(len(plan.windows))]
+        for start in range(0, len(jobs), self.batch_size):
+            chunk = jobs[start : start + self.batch_size]
+            windows = torch.cat([_window_of(x, index, plan.windows[k]) for index, k in chunk])
+            for (index, k), output in zip(chunk, self._infer(windows), strict=True):
+                weight = None if weights is None else weights[k]
+                self._place(canvas[index], plan.windows[k], output, weight)
+        if weights is not None:
+            canvas.div_(self._weight_sum(plan, weights))
+        return canvas
+
+    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
+        """Network output, float32 in 0-1, for a (B, 3, h, w) batch; pads to the size multiple."""
+        height, width = batch.shape[2], batch.shape[3]
+        pad_h = -height % self._multiple
+        pad_w = -width % self._multiple
+        if pad_h or pad_w:
+            batch = F.pad(batch, (0, pad_w, 0, pad_h), mode="replicate")
+        output = self.network(batch.contiguous(memory_format=torch.channels_last))
+        s = self.spec.scale
+        output = output[:, :, : height * s, : width * s].float().clamp_(0.0, 1.0)
+        if torch.isnan(output).any():
+            raise InferenceFailed(
+                f"{self.spec.name} produced NaN output on {self.device.type} ({self.dtype})"
+            )
+        return output
+
+    def _place(
+        self, frame: torch.Tensor, window: Window, output: torch.Tensor, weight: torch.Tensor | None
+    ) -> None:
+        """Write one window's output into its frame: the core only, or weighted (feather)."""
+        s = self.spec.scale
+        rows, cols = window.rows, window.cols
+        if weight is None:
+            top, left = (rows.core_start - rows.start) * s, (cols.core_start - cols.start) * s
+            height, width = (rows.core_stop - rows.core_start) * s, (cols.core_stop - cols.core_start) * s
+            frame[:, rows.core_start * s : rows.core_stop * s, cols.core_start * s : cols.core_stop * s] = (
+                output[:, top : top + height, left : left + width]
+            )
+            return
+        frame[:, rows.start * s : rows.stop * s, cols.start * s : cols.stop * s].addcmul_(output, weight[0])
+
+    def _feather(self, plan: TilePlan) -> list[torch.Tensor]:
+        key = (plan.height, plan.width, self.tile)
+        if key not in self._weights:
+            self._weights[key] = [w.to(self.device) for w in feather_weights(plan, self.spec.scale)]
+        return self._weights[key]
+
+    def _weight_sum(self, plan: TilePlan, weights: list[torch.Tensor]) -> torch.Tensor:
+        s = self.spec.scale
+        total = torch.zeros((1, 1, plan.height * s, plan.width * s), device=self.device)
+        for window, weight in zip(plan.windows, weights, strict=True):
+            rows, cols = window.rows, window.cols
+            total[:, :, rows.start * s : rows.stop * s, cols.start * s : cols.stop * s] += weight
+        return total
+
+    def _to_frames(self, canvas: torch.Tensor, height: int, width: int) -> np.ndarray:
+        if self.scale != self.spec.scale:
+            size = (height * self.scale, width * self.scale)
+            canvas = F.interpolate(canvas, size=size, mode="bicubic", antialias=True, align_corners=False)
+            canvas = canvas.clamp_(0.0, 1.0)
+        frames = canvas.mul_(255.0).round_().to(torch.uint8)
+        array: np.ndarray = frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        return array
+
+
+def _window_of(x: torch.Tensor, index: int, window: Window) -> torch.Tensor:
+    rows, cols = window.rows, window.cols
+    return x[index : index + 1, :, rows.start : rows.stop, cols.start : cols.stop]
+
+
+def _size_multiple(descriptor: spandrel.ImageModelDescriptor[torch.nn.Module]) -> int:
+    return max(int(descriptor.size_requirements.multiple_of), 1)
+
+
+def _choose_half(model: torch.nn.Module, device: torch.device) -> tuple[torch.dtype, list[str]]:
+    """fp16 unless a probe tile comes out NaN or black in fp16; then fp32 with a warning."""
+    ramp = torch.linspace(0.0, 1.0, 64, device=device)
+    probe = torch.stack(
+        [ramp[None, :].expand(64, 64), ramp[:, None].expand(64, 64), 0.5 * torch.ones(64, 64, device=device)]
+    )
+    probe = probe[None].contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        output = model.half()(probe.half())
+    model.float()
+    if half_output_ok(output):
+        return torch.float16, []
+    return torch.float32, ["fp16 probe gave NaN or black output; running in fp32"]

@@ -1,0 +1,33 @@
+"""Shared fixtures: the real weights mirror and a CPU upscaler on real weights."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from models import Upscaler, UpscalerConfig, WeightStore
+from models.registry import MODELS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mirror_dir() -> Path:
+    configured = os.environ.get("WEIGHTS_MIRROR")
+    return Path(configured) if configured else ROOT.parent / "shared" / "weights"
+
+
+@pytest.fixture(scope="session")
+def real_store() -> WeightStore:
+    """Weights from weights/ or the mirror; never the network."""
+    store = WeightStore(ROOT / "weights", mirror_dir(), allow_download=False)
+    if store.find(MODELS.get("realesr-animevideov3")) is None:
+        pytest.fail("realesr-animevideov3 weights missing: run `make setup` (or set WEIGHTS_MIRROR)")
+    return store
+
+
+@pytest.fixture(scope="session")
+def anime(real_store: WeightStore) -> Upscaler:
+    """realesr-animevideov3 on the CPU at x4, whole frames (tile 512)."""
+    return Upscaler.create(UpscalerConfig(model="realesr-animevideov3", scale=4, device="cpu"), real_store)
