@@ -92,11 +92,7 @@ class Upscaler:
         batch_size: int,
         warnings: Sequence[str] = (),
     ) -> None:
-        if scale not in (2, 4) or scale > spec.scale:
-            raise UnsupportedScale(
-                f"{spec.name} is a native x{spec.scale} model; it can produce scale 2"
-                f"{' or 4' if spec.scale == 4 else ''}, not {scale}"
-            )
+        check_scale(spec, scale)
         self.spec = spec
         self.network = network
         self.device = device
@@ -115,8 +111,7 @@ class Upscaler:
     def create(cls, config: UpscalerConfig, store: WeightStore) -> Upscaler:
         """Resolve and verify weights, pick the device, load, probe fp16."""
         spec = MODELS.get(config.model)
-        if config.scale not in (2, 4) or config.scale > spec.scale:
-            raise UnsupportedScale(f"{spec.name} cannot produce scale {config.scale}")
+        check_scale(spec, config.scale)  # before any file is read
         weights = store.resolve(spec)
         device, warnings = select_device(config.device)
         defaults = DEFAULTS[device.type]
@@ -279,6 +274,15 @@ class Upscaler:
         frames = canvas.mul_(255.0).round_().to(torch.uint8)
         array: np.ndarray = frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         return array
+
+
+def check_scale(spec: ModelSpec, scale: int) -> None:
+    """Scale 2 or 4, and never above the network's native scale (no plain resize up)."""
+    if scale not in (2, 4) or scale > spec.scale:
+        raise UnsupportedScale(
+            f"{spec.name} is a native x{spec.scale} model; it can produce scale 2"
+            f"{' or 4' if spec.scale == 4 else ''}, not {scale}"
+        )
 
 
 def _window_of(x: torch.Tensor, index: int, window: Window) -> torch.Tensor:

@@ -6,7 +6,8 @@ set -euo pipefail
 
 missing=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
-if ! fc-list 2>/dev/null | grep -qi "Noto Sans CJK"; then
+# grep reads all input (no -q): with pipefail an early exit would SIGPIPE fc-list and read as "missing"
+if ! fc-list : family 2>/dev/null | grep -i "Noto Sans CJK" >/dev/null; then
   missing+=(fonts-noto-cjk fontconfig)
 fi
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
