@@ -234,7 +234,7 @@ def test_rrdbnet_tiles_are_feather_blended_without_seams(rrdb_store: WeightStore
 
 
 def test_x2plus_cannot_make_scale_four(rrdb_store: WeightStore) -> None:
-    with pytest.raises(UnsupportedScale, match="scale 4") as info:
+    with pytest.raises(UnsupportedScale, match="native x2 model; it can produce scale 2, not 4") as info:
         Upscaler.create(UpscalerConfig("realesrgan-x2plus", 4, "cpu"), rrdb_store)
     assert info.value.code == "INPUT_INVALID"
 
