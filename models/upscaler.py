@@ -105,7 +105,7 @@ class Upscaler:
         self.oom_retries = 0
         self._multiple = max(1, size_multiple)
         self._crop = spec.reach is not None and pad >= spec.reach
-        self._weights: dict[tuple[int, int, int], list[torch.Tensor]] = {}
+        self._weights: dict[tuple[int, int, int], tuple[list[torch.Tensor], torch.Tensor]] = {}
 
     @classmethod
     def create(cls, config: UpscalerConfig, store: WeightStore) -> Upscaler:
@@ -202,14 +202,13 @@ class Upscaler:
         """Float (N, 3, H*s, W*s) network output for the whole batch, s = model scale."""
         count = x.shape[0]
         if len(plan.windows) == 1:
-            return torch.cat(
-                [self._infer(x[i : i + self.batch_size]) for i in range(0, count, self.batch_size)]
-            )
+            parts = [self._infer(x[i : i + self.batch_size]) for i in range(0, count, self.batch_size)]
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
         s = self.spec.scale
         canvas = torch.zeros(
             (count, 3, plan.height * s, plan.width * s), device=self.device, dtype=torch.float32
         ).contiguous(memory_format=torch.channels_last)
-        weights = None if self._crop else self._feather(plan)
+        weights, weight_sum = (None, None) if self._crop else self._feather(plan)
         jobs = [(index, k) for index in range(count) for k in range(len(plan.windows))]
         for start in range(0, len(jobs), self.batch_size):
             chunk = jobs[start : start + self.batch_size]
@@ -217,8 +216,8 @@ class Upscaler:
             for (index, k), output in zip(chunk, self._infer(windows), strict=True):
                 weight = None if weights is None else weights[k]
                 self._place(canvas[index], plan.windows[k], output, weight)
-        if weights is not None:
-            canvas.div_(self._weight_sum(plan, weights))
+        if weight_sum is not None:
+            canvas.div_(weight_sum)
         return canvas
 
     def _infer(self, batch: torch.Tensor) -> torch.Tensor:
@@ -252,10 +251,12 @@ class Upscaler:
             return
         frame[:, rows.start * s : rows.stop * s, cols.start * s : cols.stop * s].addcmul_(output, weight[0])
 
-    def _feather(self, plan: TilePlan) -> list[torch.Tensor]:
+    def _feather(self, plan: TilePlan) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per-window blend weights and their per-pixel sum, cached per frame size and tile."""
         key = (plan.height, plan.width, self.tile)
         if key not in self._weights:
-            self._weights[key] = [w.to(self.device) for w in feather_weights(plan, self.spec.scale)]
+            weights = [w.to(self.device) for w in feather_weights(plan, self.spec.scale)]
+            self._weights[key] = (weights, self._weight_sum(plan, weights))
         return self._weights[key]
 
     def _weight_sum(self, plan: TilePlan, weights: list[torch.Tensor]) -> torch.Tensor:
