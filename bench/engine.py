@@ -101,24 +101,31 @@ def test_frame(height: int, width: int) -> np.ndarray:
     return frame
 
 
-CASES = ("official tile 0", "vidworker default", "conv 3x3 64->64", "official tile 128", "vidworker tile 128")
+CASES: dict[str, tuple[str, int | None]] = {
+    # name: (implementation, tile; None = vidworker's device default)
+    "official tile 0": ("official", 0),
+    "vidworker default": ("vidworker", None),
+    "conv 3x3 64->64": ("conv", None),
+    "official tile 128": ("official", 128),
+    "vidworker tile 128": ("vidworker", 128),
+}
 
 
 def build_case(
     name: str, height: int, width: int, threads: int
 ) -> tuple[Callable[[], object], np.ndarray | None]:
     """The callable to time for one case, and its output frame (None for the conv probe)."""
+    implementation, tile = CASES[name]
     store = store_from_env(allow_download=False)
     frame = test_frame(height, width)
-    if name == "conv 3x3 64->64":
+    if implementation == "conv":
         tune_cpu(threads)  # the ceiling gets the same allocator tuning the engine has
         run, _ = conv_probe(height, width)
         return run, None
-    if name.startswith("official"):
+    if implementation == "official":
         torch.set_num_threads(threads)
-        official = official_upscaler(store.resolve(MODELS.get(MODEL)).path, tile=int(name.rsplit(" ", 1)[1]))
+        official = official_upscaler(store.resolve(MODELS.get(MODEL)).path, tile=tile or 0)
         return (lambda: official(frame)), official(frame)
-    tile = 128 if name.endswith("128") else None
     ours = Upscaler.create(UpscalerConfig(MODEL, 4, "cpu", tile=tile, threads=threads), store)
     return (lambda: ours(frame)), ours(frame)
 
