@@ -1,0 +1,69 @@
+"""Errors raised by the media layer (ffprobe, the decode and encode pipes).
+
+Each carries a stable ``code`` (the ``errorCode`` of a failure callback) and
+whether retrying the job later or elsewhere could help (``retryable``): a file
+we refuse stays refused, a crashed or hung encoder may not crash again.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class MediaError(Exception):
+    """Base of every error raised by :mod:`media`."""
+
+    code: ClassVar[str] = "MEDIA_ERROR"
+    retryable: ClassVar[bool] = False
+
+
+class UnsupportedMedia(MediaError):
+    """Not a container, codec or stream layout we accept (playlists, scripts, no video…)."""
+
+    code = "UNSUPPORTED_MEDIA"
+
+
+class CorruptMedia(MediaError):
+    """An accepted container that cannot be read: empty, truncated, damaged."""
+
+    code = "MEDIA_CORRUPT"
+
+
+class LimitExceeded(MediaError):
+    """The file is over a configured limit: size, pixels, duration or frame rate."""
+
+    code = "MEDIA_LIMIT_EXCEEDED"
+
+
+class DecodeFailed(MediaError):
+    """ffmpeg failed while decoding a file that had passed the probe."""
+
+    code = "DECODE_FAILED"
+
+
+class EncodeFailed(MediaError):
+    """The encoder or muxer failed; a worker-side fault, worth another attempt."""
+
+    code = "ENCODE_FAILED"
+    retryable = True
+
+
+class FrameCountMismatch(MediaError):
+    """The encoded file does not hold exactly the frames that were decoded."""
+
+    code = "FRAME_COUNT_MISMATCH"
+    retryable = True
+
+
+class MediaTimeout(MediaError):
+    """An ffmpeg child made no progress within its timeout and was killed."""
+
+    code = "MEDIA_TIMEOUT"
+    retryable = True
+
+
+class Aborted(MediaError):
+    """The pipe was torn down on purpose (cancel, shutdown, a failure elsewhere)."""
+
+    code = "ABORTED"
+    retryable = True

@@ -1,0 +1,256 @@
+"""ffprobe, behind an allowlist and limits, before anything is decoded.
+
+The container is chosen from the file's first bytes, never from its name or
+from ffmpeg's own guessing: an HLS playlist or an ffconcat script renamed
+``.mp4`` is refused here instead of being followed. ffprobe then runs with that
+demuxer forced and only the ``file`` protocol allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from media.errors import CorruptMedia, LimitExceeded, UnsupportedMedia
+from media.process import run_captured
+from media.tools import Tools
+
+log = logging.getLogger(__name__)
+
+MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")
+"""ISO-BMFF / QuickTime top-level boxes a file may start with (bytes 4-8)."""
+
+VIDEO_CODECS = frozenset(
+    {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "prores", "mjpeg", "dnxhd"}
+)
+"""Video codecs we decode. Anything else (images, exotic or unknown codecs) is refused."""
+
+REFUSED_TEXT = {
+    b"#EXTM3U": "an HLS playlist",
+    b"ffconcat": "an ffconcat script",
+    b"#EXTINF": "an HLS playlist",
+    b"<?xml": "an XML document (DASH manifest?)",
+    b"<MPD": "a DASH manifest",
+}
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """What a source may be. Sizes in bytes and pixels, durations in seconds, rates in frames/s."""
+
+    max_file_bytes: int = 8 * 1024**3
+    max_width: int = 7680
+    max_height: int = 7680
+    max_pixels: int = 7680 * 4320
+    max_duration: float = 4 * 3600.0
+    max_fps: float = 240.0
+
+
+@dataclass(frozen=True)
+class Color:
+    """Colour tags as ffprobe names them; ``None`` where the source leaves them unset."""
+
+    primaries: str | None = None
+    transfer: str | None = None
+    space: str | None = None
+    range: str | None = None
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    codec: str
+    channels: int
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """A probed source. ``width``/``height`` are as displayed (rotation applied)."""
+
+    path: Path
+    demuxer: str
+    size_bytes: int
+    codec: str
+    width: int
+    height: int
+    rotation: int
+    fps: Fraction
+    vfr: bool
+    duration: float
+    frames: int
+    pix_fmt: str
+    color: Color
+    audio: AudioInfo | None
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.width * self.height * 3
+
+
+def sniff_demuxer(path: Path) -> str:
+    """The ffmpeg demuxer for ``path`` from its magic bytes, or a refusal."""
+    with path.open("rb") as stream:
+        head = stream.read(4096)
+    if not head:
+        raise CorruptMedia("the file is empty")
+    if head[4:8] in MP4_BOXES:
+        return "mov"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "avi"
+    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
+        return "mpegts"
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    for magic, what in REFUSED_TEXT.items():
+        if stripped.startswith(magic):
+            raise UnsupportedMedia(f"the file is {what}, not a video")
+    raise UnsupportedMedia("not a video container we accept (MP4/MOV, Matroska/WebM, AVI, MPEG-TS)")
+
+
+def probe(path: Path, tools: Tools, limits: MediaLimits | None = None) -> MediaInfo:
+    """Check ``path`` against the allowlists and ``limits`` and describe it.
+
+    Raises :class:`UnsupportedMedia`, :class:`CorruptMedia` or
+    :class:`LimitExceeded`; nothing is decoded.
+    """
+    limits = limits or MediaLimits()
+    size = path.stat().st_size
+    if size > limits.max_file_bytes:
+        raise LimitExceeded(f"file is {size} bytes; the limit is {limits.max_file_bytes}")
+    demuxer = sniff_demuxer(path)
+    report = _ffprobe(path, demuxer, tools)
+    info = _describe(path, demuxer, size, report)
+    check_limits(info, limits)
+    return info
+
+
+def input_args(path: Path, demuxer: str) -> list[str]:
+    """ffmpeg/ffprobe arguments that open ``path`` safely: forced demuxer, files only."""
+    return ["-protocol_whitelist", "file", "-f", demuxer, "-i", f"file:{path.resolve()}"]
+
+
+def _ffprobe(path: Path, demuxer: str, tools: Tools) -> dict[str, Any]:
+    args = [tools.ffprobe, "-v", "error", "-hide_banner", "-show_format", "-show_streams", "-of", "json"]
+    args += input_args(path, demuxer)
+    status, out, err = run_captured(args, name="ffprobe", timeout=tools.probe_timeout)
+    if status != 0:
+        raise CorruptMedia(f"ffprobe cannot read the file as {demuxer}: {err or f'exit status {status}'}")
+    try:
+        report: dict[str, Any] = json.loads(out)
+    except ValueError as error:
+        raise CorruptMedia(f"ffprobe returned unreadable output: {error}") from error
+    return report
+
+
+def _describe(path: Path, demuxer: str, size: int, report: dict[str, Any]) -> MediaInfo:
+    streams: list[dict[str, Any]] = report.get("streams", [])
+    videos = [s for s in streams if s.get("codec_type") == "video" and not _attached_picture(s)]
+    if len(videos) != 1:
+        raise UnsupportedMedia(f"expected exactly one video stream, found {len(videos)}")
+    video = videos[0]
+    codec = str(video.get("codec_name", "unknown"))
+    if codec not in VIDEO_CODECS:
+        raise UnsupportedMedia(f"video codec {codec!r} is not accepted")
+    coded_w, coded_h = int(video.get("width") or 0), int(video.get("height") or 0)
+    if coded_w <= 0 or coded_h <= 0:
+        raise CorruptMedia("the video stream has no frame size")
+    rotation = _rotation(video)
+    width, height = (coded_h, coded_w) if rotation % 180 else (coded_w, coded_h)
+    fps, vfr = _frame_rate(video)
+    duration = _duration(video, report.get("format", {}))
+    declared = int(video.get("nb_frames") or 0)
+    frames = declared if declared > 0 and not vfr else max(1, round(duration * fps))
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    return MediaInfo(
+        path=path,
+        demuxer=demuxer,
+        size_bytes=size,
+        codec=codec,
+        width=width,
+        height=height,
+        rotation=rotation,
+        fps=fps,
+        vfr=vfr,
+        duration=duration,
+        frames=frames,
+        pix_fmt=str(video.get("pix_fmt", "unknown")),
+        color=_color(video),
+        audio=_audio(audio) if audio else None,
+    )
+
+
+def check_limits(info: MediaInfo, limits: MediaLimits) -> None:
+    if info.width > limits.max_width or info.height > limits.max_height:
+        raise LimitExceeded(
+            f"frame is {info.width}x{info.height}; the limit is {limits.max_width}x{limits.max_height}"
+        )
+    if info.width * info.height > limits.max_pixels:
+        raise LimitExceeded(f"frame has {info.width * info.height} pixels; the limit is {limits.max_pixels}")
+    if info.duration > limits.max_duration:
+        raise LimitExceeded(f"duration is {info.duration:.1f} s; the limit is {limits.max_duration:g} s")
+    if info.fps > limits.max_fps:
+        raise LimitExceeded(f"frame rate is {float(info.fps):.2f}/s; the limit is {limits.max_fps:g}/s")
+
+
+def _attached_picture(stream: dict[str, Any]) -> bool:
+    return bool(stream.get("disposition", {}).get("attached_pic"))
+
+
+def _rotation(video: dict[str, Any]) -> int:
+    """Display rotation in degrees, 0-359, from the display matrix or the legacy tag."""
+    for side in video.get("side_data_list", []):
+        if "rotation" in side:
+            return round(float(side["rotation"])) % 360
+    tag = video.get("tags", {}).get("rotate")
+    return round(float(tag)) % 360 if tag else 0
+
+
+def _parse_rate(text: str | None) -> Fraction | None:
+    try:
+        rate = Fraction(text or "0/0")
+    except (ValueError, ZeroDivisionError):
+        return None
+    return rate if rate > 0 else None
+
+
+def _frame_rate(video: dict[str, Any]) -> tuple[Fraction, bool]:
+    """The output frame rate (the stream's average) and whether the source is variable-rate."""
+    average = _parse_rate(video.get("avg_frame_rate"))
+    base = _parse_rate(video.get("r_frame_rate"))
+    rate = average or base
+    if rate is None:
+        raise CorruptMedia("the video stream has no frame rate")
+    rate = rate.limit_denominator(1001)
+    return rate, base is not None and average is not None and abs(base - average) / base > 0.001
+
+
+def _duration(video: dict[str, Any], container: dict[str, Any]) -> float:
+    for source in (video, container):
+        try:
+            value = float(source.get("duration", "nan"))
+        except ValueError:
+            continue
+        if value > 0:
+            return value
+    raise CorruptMedia("the file has no duration")
+
+
+def _color(video: dict[str, Any]) -> Color:
+    def tag(key: str) -> str | None:
+        value = video.get(key)
+        return None if value in (None, "unknown", "unspecified", "reserved") else str(value)
+
+    return Color(tag("color_primaries"), tag("color_transfer"), tag("color_space"), tag("color_range"))
+
+
+def _audio(stream: dict[str, Any]) -> AudioInfo:
+    return AudioInfo(
+        codec=str(stream.get("codec_name", "unknown")),
+        channels=int(stream.get("channels") or 0),
+        sample_rate=int(stream.get("sample_rate") or 0),
+    )

@@ -1,0 +1,54 @@
+"""Where ffmpeg and ffprobe are and how long they may stall; probed encoders."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+from media.errors import MediaTimeout
+from media.process import run_captured
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The ffmpeg binaries and their timeouts (seconds).
+
+    ``stall_timeout``: a decode or encode pipe that keeps us waiting this long
+    is killed. ``probe_timeout``: a whole ffprobe run, or an encoder probe.
+    """
+
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+    stall_timeout: float = 120.0
+    probe_timeout: float = 30.0
+
+    def version(self) -> str:
+        """First line of ``ffmpeg -version``, or why it could not be run."""
+        try:
+            status, out, err = run_captured([self.ffmpeg, "-version"], name="ffmpeg -version", timeout=10)
+        except (OSError, MediaTimeout) as error:
+            return f"unavailable ({error})"
+        lines = out.decode("utf-8", "replace").splitlines()
+        return lines[0] if status == 0 and lines else f"unavailable ({err})"
+
+    def encoder_works(self, encoder: str) -> bool:
+        """Whether ``encoder`` is built in *and* can encode here (NVENC needs a GPU and driver)."""
+        return _encoder_works(self.ffmpeg, encoder, self.probe_timeout)
+
+
+@functools.cache
+def _encoder_works(ffmpeg: str, encoder: str, timeout: float) -> bool:
+    """Encode a few black frames to nowhere; cached per (binary, encoder) for the process."""
+    args = [ffmpeg, "-hide_banner", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+            "color=c=black:s=256x256:r=25:d=0.2", "-c:v", encoder, "-f", "null", "-"]  # fmt: skip
+    try:
+        status, _, err = run_captured(args, name=f"{encoder} probe", timeout=timeout)
+    except (OSError, MediaTimeout) as error:
+        log.info("encoder %s unusable: %s", encoder, error)
+        return False
+    if status != 0:
+        log.info("encoder %s unusable: %s", encoder, err or f"exit status {status}")
+    return status == 0
