@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from models.errors import ModelError
-from models.registry import MODELS, ModelSpec
+from models.registry import MODELS
 from models.weights import WeightStore
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -26,19 +26,9 @@ def store_from_env(allow_download: bool = True) -> WeightStore:
     return WeightStore(weights_dir, Path(mirror) if mirror else None, allow_download=allow_download)
 
 
-def _status(store: WeightStore, spec: ModelSpec) -> tuple[bool, str]:
-    try:
-        found = store.find(spec)
-    except ModelError as exc:
-        return False, f"REFUSED  {exc}"
-    if found is None:
-        return False, "missing"
-    return True, f"verified ({found.source}: {found.path})"
-
-
 def cmd_list(store: WeightStore, _names: list[str]) -> int:
     for spec in MODELS:
-        _, status = _status(store, spec)
+        _, status = store.status(spec)
         print(f"{spec.name:24} {spec.arch:8} x{spec.scale}  {spec.size / 1e6:6.1f} MB  {status}")
         print(f"{'':24} {spec.description}")
     return 0
@@ -62,7 +52,7 @@ def cmd_verify(store: WeightStore, names: list[str]) -> int:
     specs = [MODELS.get(name) for name in names] if names else list(MODELS)
     bad = 0
     for spec in specs:
-        ok, status = _status(store, spec)
+        ok, status = store.status(spec)
         refused = status.startswith("REFUSED")
         if refused or (names and not ok):
             bad += 1

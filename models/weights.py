@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from models.errors import WeightsInvalid, WeightsUnavailable
+from models.errors import ModelError, WeightsInvalid, WeightsUnavailable
 from models.registry import ModelSpec
 
 _CHUNK = 1 << 20
@@ -116,6 +116,16 @@ class WeightStore:
             if path.is_file():
                 return self.verify_file(spec, path, source)
         return None
+
+    def status(self, spec: ModelSpec) -> tuple[bool, str]:
+        """Whether usable weights are present (no download), and a line saying which or why not."""
+        try:
+            found = self.find(spec)
+        except ModelError as exc:
+            return False, f"REFUSED  {exc}"
+        if found is None:
+            return False, "missing"
+        return True, f"verified ({found.source}: {found.path})"
 
     def resolve(self, spec: ModelSpec) -> VerifiedWeights:
         """A verified file for ``spec``, downloading it when allowed and missing."""

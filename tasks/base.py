@@ -1,0 +1,123 @@
+"""What every task is given and what it returns. Tasks know nothing of AWS or HTTP."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from media import MediaLimits, Tools
+from models import WeightStore
+from tasks.engines import EngineCache
+from tasks.errors import InvalidParameters
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``done`` of ``total`` units (frames) of ``stage``; ``total`` is an estimate until the end."""
+
+    done: int
+    total: int
+    stage: str = "processing"
+
+    @property
+    def fraction(self) -> float:
+        """0-1, never above 1 even when the estimate was low."""
+        return min(1.0, self.done / self.total) if self.total > 0 else 0.0
+
+
+def _no_progress(progress: Progress) -> None:
+    return None
+
+
+def _never_cancelled() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Long-lived things a task uses: binaries, limits, weights and loaded engines."""
+
+    tools: Tools = field(default_factory=Tools)
+    limits: MediaLimits = field(default_factory=MediaLimits)
+    store: WeightStore | None = None
+    engines: EngineCache | None = None
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """One run of a task.
+
+    ``work_dir`` is the job's own empty directory; the task writes only there.
+    ``progress`` is called from the task's main thread after each batch and must
+    return quickly. ``cancelled`` is polled between batches; when it returns
+    True the task stops and raises :class:`~tasks.errors.Cancelled`.
+    """
+
+    work_dir: Path
+    resources: Resources
+    progress: Callable[[Progress], None] = _no_progress
+    cancelled: Callable[[], bool] = _never_cancelled
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """A finished output file in the work dir and what it is. Seconds, pixels, frames/s."""
+
+    output: Path
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    duration: float
+    audio: bool
+    device: str
+    model: str | None
+    encoder: str
+    processing_seconds: float
+    warnings: tuple[str, ...] = ()
+
+    def metadata(self) -> dict[str, Any]:
+        """The callback's ``metadata`` object (spec §6), camelCase."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "fps": round(self.fps, 3),
+            "frameCount": self.frame_count,
+            "duration": round(self.duration, 3),
+            "audio": self.audio,
+            "device": self.device,
+            "model": self.model,
+            "encoder": self.encoder,
+            "processingSeconds": round(self.processing_seconds, 3),
+            "warnings": list(self.warnings),
+        }
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class Task(abc.ABC, Generic[P]):
+    """One kind of job: validated parameters + a local source file → a local output file."""
+
+    name: ClassVar[str]
+    params_model: ClassVar[type[BaseModel]]
+
+    def parse(self, raw: Mapping[str, Any] | None) -> P:
+        """Validate the message's ``parameters``; :class:`InvalidParameters` names what is wrong."""
+        try:
+            return self.params_model.model_validate(dict(raw or {}))  # type: ignore[return-value]
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc']) or 'parameters'}: {item['msg']}"
+                for item in error.errors()
+            )
+            raise InvalidParameters(f"{self.name} parameters: {problems}") from None
+
+    @abc.abstractmethod
+    def run(self, source: Path, params: P, context: TaskContext) -> TaskResult:
+        """Process ``source`` into a file in ``context.work_dir``, or raise a coded error."""

@@ -1,0 +1,155 @@
+"""UPSCALE: probe → decode → Real-ESRGAN in batches → encode with the source's audio."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from media import FrameReader, FrameWriter, MediaInfo, choose_encoder, probe
+from media.errors import DecodeFailed, FrameCountMismatch
+from models import DEFAULT_MODEL, MODELS, InferenceFailed, ModelError, Upscaler, UpscalerConfig
+from tasks.base import Progress, Task, TaskContext, TaskResult
+from tasks.engines import EngineCache
+from tasks.errors import Cancelled, InvalidParameters
+from tasks.stream import run_stream
+
+log = logging.getLogger(__name__)
+
+OUTPUT_NAME = "output.mp4"
+"""The task's output file inside the job's work dir (never a name from the message)."""
+
+
+class UpscaleParams(BaseModel):
+    """``parameters`` of an UPSCALE job (spec §3); camelCase and snake_case both accepted."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: Literal["gpu", "cpu", "auto"] = "auto"
+    scale_factor: Literal[2, 4] = Field(
+        4, validation_alias=AliasChoices("scale_factor", "scaleFactor", "scale")
+    )
+    model: str = DEFAULT_MODEL
+    tile: int | None = Field(
+        None, ge=0, le=4096, description="core tile size in input pixels; 0 = whole frame"
+    )
+    codec: Literal["h264", "hevc"] | None = None
+    quality: int = Field(23, ge=0, le=51, description="CRF (x264/x265) or CQ (NVENC)")
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        if value not in MODELS:
+            raise ValueError(f"unknown model {value!r}; known: {', '.join(MODELS.names())}")
+        return value
+
+    @field_validator("tile")
+    @classmethod
+    def _tile_floor(cls, value: int | None) -> int | None:
+        if value is not None and 0 < value < 32:
+            raise ValueError("tile must be 0 (whole frame) or at least 32 pixels")
+        return value
+
+
+class UpscaleTask(Task[UpscaleParams]):
+    name = "UPSCALE"
+    params_model = UpscaleParams
+
+    def run(self, source: Path, params: UpscaleParams, context: TaskContext) -> TaskResult:
+        started = time.monotonic()
+        resources = context.resources
+        info = probe(source, resources.tools, resources.limits)
+        engine = self._engine(params, context)
+        width, height = info.width * params.scale_factor, info.height * params.scale_factor
+        encoder = choose_encoder(
+            resources.tools, width, height, codec=params.codec, gpu=engine.device.type == "cuda"
+        )
+        log.info(
+            "upscaling %dx%d %s frames x%d on %s with %s, encoding %s", info.width, info.height,
+            info.frames, params.scale_factor, engine.device, engine.spec.name, encoder.name,
+        )  # fmt: skip
+        target = context.work_dir / OUTPUT_NAME
+        with (
+            FrameReader(info, resources.tools) as reader,
+            FrameWriter(
+                target, width=width, height=height, fps=info.fps, encoder=encoder, tools=resources.tools,
+                quality=params.quality, color=info.color, audio_from=info,
+            ) as writer,
+        ):  # fmt: skip
+
+            def abort() -> None:
+                reader.close()
+                writer.abort()
+
+            run_stream(
+                reader.batches(engine.batch_size),
+                lambda frames: _infer(engine, frames),
+                writer.write,
+                abort=abort,
+                after_batch=lambda done: _report(context, done, info.frames),
+            )
+            _check_complete(info, reader.frames_read, writer.frames_written)
+            output = writer.finish()
+        context.progress(Progress(output.frames, output.frames))
+        return TaskResult(
+            output=output.path,
+            width=output.width,
+            height=output.height,
+            fps=float(info.fps),
+            frame_count=output.frames,
+            duration=output.frames / float(info.fps),
+            audio=output.audio,
+            device=engine.device.type,
+            model=engine.spec.name,
+            encoder=output.encoder,
+            processing_seconds=time.monotonic() - started,
+            warnings=engine.info.warnings,
+        )
+
+    @staticmethod
+    def _engine(params: UpscaleParams, context: TaskContext) -> Upscaler:
+        resources = context.resources
+        engines = resources.engines
+        if engines is None:
+            if resources.store is None:
+                raise InvalidParameters("no weight store configured for UPSCALE")
+            engines = EngineCache(resources.store)
+        config = UpscalerConfig(
+            model=params.model, scale=params.scale_factor, device=params.device, tile=params.tile
+        )
+        return engines.get(config)
+
+
+def _infer(engine: Upscaler, frames: np.ndarray) -> np.ndarray:
+    """The engine over one batch; anything but our own errors becomes :class:`InferenceFailed`."""
+    try:
+        return engine(frames)
+    except ModelError:
+        raise
+    except Exception as error:
+        raise InferenceFailed(f"inference failed: {type(error).__name__}: {error}") from error
+
+
+def _report(context: TaskContext, done: int, total: int) -> None:
+    if context.cancelled():
+        raise Cancelled("the job was cancelled")
+    context.progress(Progress(done, max(total, done)))
+
+
+def _check_complete(info: MediaInfo, read: int, written: int) -> None:
+    """Frames out must equal frames in, and a file must not end long before it says it does."""
+    if read != written:
+        raise FrameCountMismatch(f"decoded {read} frames but encoded {written}")
+    if read < info.frames - max(2, info.frames // 100):
+        raise DecodeFailed(
+            f"decoded {read} frames where the container declares about {info.frames}: truncated or damaged"
+        )
