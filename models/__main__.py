@@ -1,7 +1,8 @@
 """``python -m models list | download NAME... | verify [NAME...]``.
 
 Reads ``WEIGHTS_DIR`` (default: ``weights/`` beside this package) and
-``WEIGHTS_MIRROR`` (optional local folder with a ``SHA256SUMS`` file).
+``WEIGHTS_MIRROR`` (optional local folder with a ``SHA256SUMS`` file);
+``WEIGHTS_OFFLINE=1`` forbids downloads (air-gapped hosts).
 Exit status: 0 on success, 1 when a model is missing or refused, 2 on usage errors.
 """
 
@@ -23,7 +24,10 @@ def store_from_env(allow_download: bool = True) -> WeightStore:
     """The weight store the CLI and local tools use, configured from the environment."""
     weights_dir = Path(os.environ.get("WEIGHTS_DIR") or DEFAULT_WEIGHTS_DIR)
     mirror = os.environ.get("WEIGHTS_MIRROR") or None
-    return WeightStore(weights_dir, Path(mirror) if mirror else None, allow_download=allow_download)
+    offline = os.environ.get("WEIGHTS_OFFLINE", "").strip().lower() in {"1", "true", "yes"}
+    return WeightStore(
+        weights_dir, Path(mirror) if mirror else None, allow_download=allow_download and not offline
+    )
 
 
 def cmd_list(store: WeightStore, _names: list[str]) -> int:

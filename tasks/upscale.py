@@ -123,10 +123,13 @@ class UpscaleTask(Task[UpscaleParams]):
             if resources.store is None:
                 raise InvalidParameters("no weight store configured for UPSCALE")
             engines = EngineCache(resources.store)
-        config = UpscalerConfig(
+        return engines.get(UpscaleTask.engine_config(params))
+
+    @staticmethod
+    def engine_config(params: UpscaleParams) -> UpscalerConfig:
+        return UpscalerConfig(
             model=params.model, scale=params.scale_factor, device=params.device, tile=params.tile
         )
-        return engines.get(config)
 
 
 def _infer(engine: Upscaler, frames: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import pytest
 
 from models import Upscaler, UpscalerConfig, WeightStore
 from models.registry import MODELS
+from tests.clips import make_clip
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,3 +32,21 @@ def real_store() -> WeightStore:
 def anime(real_store: WeightStore) -> Upscaler:
     """realesr-animevideov3 on the CPU at x4, whole frames (tile 512)."""
     return Upscaler.create(UpscalerConfig(model="realesr-animevideov3", scale=4, device="cpu"), real_store)
+
+
+class Clips:
+    """Generated clips by name, made once per test session (see tests/clips.py)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._made: dict[str, Path] = {}
+
+    def __call__(self, name: str) -> Path:
+        if name not in self._made:
+            self._made[name] = make_clip(name, self.directory)
+        return self._made[name]
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
+    return Clips(tmp_path_factory.mktemp("clips"))

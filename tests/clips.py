@@ -1,0 +1,85 @@
+"""Test clips generated with ffmpeg's lavfi sources: tiny, a second or two, one per case."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+FFMPEG = ["ffmpeg", "-v", "error", "-y", "-nostdin"]
+TESTSRC = "testsrc2=s=64x36:r=10:d=1"
+SINE = "sine=f=440:r=48000:d=1"
+
+# name → ffmpeg arguments between the program name and the output file
+RECIPES: dict[str, list[str]] = {
+    "audio": ["-f", "lavfi", "-i", TESTSRC, "-f", "lavfi", "-i", SINE,
+              "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"],
+    "silent": ["-f", "lavfi", "-i", TESTSRC, "-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    "odd": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=1", "-vf", "scale=33:19", "-c:v", "libx264",
+            "-pix_fmt", "yuv444p"],
+    "vfr": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=2",
+            "-vf", "select='not(between(n,3,6)+between(n,12,13))'", "-fps_mode", "vfr",
+            "-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    "10bit": ["-f", "lavfi", "-i", TESTSRC, "-c:v", "libx264", "-pix_fmt", "yuv420p10le"],
+    # Left half red, right half blue (rotated.mp4 adds the display rotation, see make_clip).
+    "upright": ["-f", "lavfi", "-i", "color=c=red:s=32x36:r=10:d=1", "-f", "lavfi", "-i",
+                "color=c=blue:s=32x36:r=10:d=1", "-filter_complex", "[0][1]hstack",
+                "-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    # Saturated colour bars tagged BT.601 (SMPTE 170M) limited range.
+    "bt601": ["-f", "lavfi", "-i", "smptebars=s=64x36:r=10:d=1", "-vf", "scale=out_color_matrix=bt601",
+              "-c:v", "libx264", "-pix_fmt", "yuv420p", "-color_primaries", "smpte170m",
+              "-color_trc", "smpte170m", "-colorspace", "smpte170m", "-color_range", "tv"],
+    "webm": ["-f", "lavfi", "-i", TESTSRC, "-f", "lavfi", "-i", SINE, "-c:v", "libvpx-vp9",
+             "-deadline", "realtime", "-c:a", "libopus", "-shortest", "-f", "webm"],
+    "long": ["-f", "lavfi", "-i", "color=c=black:s=16x16:r=1:d=3", "-vf", "settb=1/1000,setpts=N*18000000",
+             "-fps_mode", "passthrough", "-video_track_timescale", "1000", "-c:v", "libx264"],
+    "huge": ["-f", "lavfi", "-i", "color=c=black:s=8000x8000:r=1:d=1",
+             "-c:v", "libx264", "-preset", "ultrafast"],
+    "audio_only": ["-f", "lavfi", "-i", SINE, "-c:a", "aac", "-f", "mp4"],
+    "faststart": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=3", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                  "-movflags", "+faststart"],
+    "clip60": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=60", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
+}  # fmt: skip
+
+TEXT_FILES = {
+    "hls": "#EXTM3U\n#EXT-X-VERSION:3\n#EXTINF:1.0,\nhttp://169.254.169.254/latest/meta-data\n#EXT-X-ENDLIST\n",
+    "ffconcat": "ffconcat version 1.0\nfile /etc/passwd\n",
+}
+
+
+def make_clip(name: str, directory: Path) -> Path:
+    """Generate clip ``name`` into ``directory`` (``.mp4`` whatever it really is)."""
+    path = directory / f"{name}.mp4"
+    if name in TEXT_FILES:
+        path.write_text(TEXT_FILES[name])
+    elif name == "empty":
+        path.write_bytes(b"")
+    elif name == "truncated":
+        whole = make_clip("audio", directory).read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])  # moov is at the end: cut off
+    elif name.startswith("rotated"):  # ffmpeg 5.1 writes a rotate tag only when remuxing
+        upright = make_clip("upright", directory)
+        tag = f"rotate={name.removeprefix('rotated') or 90}"
+        subprocess.run(
+            [*FFMPEG, "-i", str(upright), "-c", "copy", "-metadata:s:v:0", tag, str(path)], check=True
+        )
+    elif name == "cut":
+        whole = make_clip("faststart", directory).read_bytes()
+        path.write_bytes(whole[: len(whole) * 6 // 10])  # moov first: probes fine, frames missing
+    else:
+        subprocess.run([*FFMPEG, *RECIPES[name], str(path)], check=True)
+    return path
+
+
+def ffprobe(path: Path, *, count: bool = False) -> dict[str, Any]:
+    """ffprobe's JSON for ``path`` (streams and format); ``count`` decodes to count frames."""
+    args = ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json"]
+    args += ["-count_frames"] if count else []
+    result = subprocess.run([*args, str(path)], check=True, capture_output=True, text=True)
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def stream(report: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((s for s in report["streams"] if s["codec_type"] == kind), None)

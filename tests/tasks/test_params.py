@@ -1,0 +1,65 @@
+"""UPSCALE parameters and the task registry: what is accepted, what is refused and how."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tasks import TASKS, InvalidParameters, TaskRegistry, UnknownTask, UpscaleTask
+from tasks.upscale import UpscaleParams
+
+
+def parse(raw: dict[str, Any]) -> UpscaleParams:
+    return UpscaleTask().parse(raw)
+
+
+def test_defaults_follow_the_spec() -> None:
+    params = parse({})
+    assert (params.scale_factor, params.model, params.quality, params.device) == (
+        4,
+        "realesrgan-x4plus",
+        23,
+        "auto",
+    )
+    assert params.tile is None and params.codec is None
+
+
+@pytest.mark.parametrize("key", ["scale_factor", "scaleFactor"])
+def test_both_spellings_of_the_scale(key: str) -> None:
+    assert parse({key: 2}).scale_factor == 2
+
+
+def test_device_is_case_insensitive() -> None:
+    assert parse({"device": "GPU"}).device == "gpu"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"scale_factor": 3}, "scale_factor"),
+        ({"model": "esrgan-9000"}, "model"),
+        ({"quality": 52}, "quality"),
+        ({"tile": 8}, "tile"),
+        ({"codec": "vp9"}, "codec"),
+        ({"device": "tpu"}, "device"),
+        ({"scale": 2, "sclae_factor": 4}, "sclae_factor"),
+    ],
+)
+def test_bad_parameters_are_refused_naming_the_field(raw: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidParameters) as caught:
+        parse(raw)
+    assert caught.value.code == "INPUT_INVALID"
+    assert field in str(caught.value)
+
+
+def test_registry_lookup_is_case_insensitive_and_refuses_unknown_and_duplicates() -> None:
+    assert isinstance(TASKS.get("upscale"), UpscaleTask)
+    assert "Upscale" in TASKS
+    with pytest.raises(UnknownTask) as caught:
+        TASKS.get("TRANSCODE")
+    assert caught.value.code == "INPUT_INVALID"
+    registry = TaskRegistry()
+    registry.add(UpscaleTask())
+    with pytest.raises(ValueError, match="already registered"):
+        registry.add(UpscaleTask())

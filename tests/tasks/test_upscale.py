@@ -1,0 +1,211 @@
+"""UPSCALE end to end on real ffmpeg and the real animevideov3 weights, checked with ffprobe."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from media import Tools, probe
+from media.reader import decode_all
+from models import WeightStore
+from tasks import Cancelled, EngineCache, Progress, Resources, TaskContext, UpscaleTask
+from tests.clips import ffprobe, stream
+from tests.conftest import Clips
+from tests.procs import children
+
+MODEL = "realesr-animevideov3"
+
+
+@pytest.fixture(scope="module")
+def resources(real_store: WeightStore) -> Resources:
+    return Resources(store=real_store, engines=EngineCache(real_store, size=2))
+
+
+@pytest.fixture
+def work_dir(tmp_path: Path) -> Iterator[Path]:
+    """The job's directory; after the test nothing but the output may be in it and no child may live."""
+    directory = tmp_path / "job"
+    directory.mkdir()
+    yield directory
+    assert children() == [], "an ffmpeg child outlived its job"
+    assert not list(directory.glob("*.partial*"))
+
+
+def upscale(source: Path, work_dir: Path, resources: Resources, **raw: Any) -> tuple[Any, list[Progress]]:
+    task = UpscaleTask()
+    seen: list[Progress] = []
+    params = task.parse({"model": MODEL, "device": "cpu", **raw})
+    result = task.run(source, params, TaskContext(work_dir, resources, progress=seen.append))
+    return result, seen
+
+
+def source_frames(path: Path) -> int:
+    video = stream(ffprobe(path, count=True), "video")
+    assert video is not None
+    return int(video["nb_read_frames"])
+
+
+@pytest.mark.parametrize(
+    ("clip", "scale"),
+    [("audio", 2), ("audio", 4), ("silent", 4), ("odd", 2), ("10bit", 4), ("webm", 2), ("bt601", 2)],
+)
+def test_upscale_keeps_frames_duration_and_audio(
+    clips: Clips, work_dir: Path, resources: Resources, clip: str, scale: int
+) -> None:
+    source = clips(clip)
+    before = ffprobe(source)
+    result, _ = upscale(source, work_dir, resources, scale_factor=scale)
+    after = ffprobe(result.output, count=True)
+    video_in, video_out = stream(before, "video"), stream(after, "video")
+    assert video_in is not None and video_out is not None
+    assert (video_out["width"], video_out["height"]) == (
+        video_in["width"] * scale,
+        video_in["height"] * scale,
+    )
+    assert (result.width, result.height) == (video_out["width"], video_out["height"])
+    assert int(video_out["nb_read_frames"]) == source_frames(source) == result.frame_count
+    frame = 1 / float(Fraction(video_in["avg_frame_rate"]))
+    assert abs(float(after["format"]["duration"]) - float(before["format"]["duration"])) <= frame + 1e-3
+    assert (stream(after, "audio") is not None) == (stream(before, "audio") is not None) == result.audio
+    assert video_out["pix_fmt"] == "yuv420p" and video_out["codec_name"] == "h264"
+    assert result.encoder == "libx264" and result.device == "cpu" and result.model == MODEL
+    assert list(work_dir.iterdir()) == [result.output]
+
+
+def test_odd_source_gives_exact_multiple(clips: Clips, work_dir: Path, resources: Resources) -> None:
+    result, _ = upscale(clips("odd"), work_dir, resources, scale_factor=2)
+    assert (result.width, result.height) == (66, 38)
+
+
+def test_variable_frame_rate_becomes_constant_at_the_average(
+    clips: Clips, work_dir: Path, resources: Resources
+) -> None:
+    source = clips("vfr")
+    info = probe(source, Tools())
+    result, _ = upscale(source, work_dir, resources, scale_factor=2)
+    video = stream(ffprobe(result.output, count=True), "video")
+    assert video is not None
+    assert Fraction(video["r_frame_rate"]) == Fraction(video["avg_frame_rate"]) == info.fps
+    assert abs(int(video["nb_read_frames"]) - info.duration * float(info.fps)) <= 1
+    assert abs(result.duration - info.duration) <= 1 / float(info.fps) + 1e-3
+
+
+@pytest.mark.parametrize("clip", ["rotated", "rotated270"])
+def test_rotated_phone_video_is_upright(
+    clips: Clips, work_dir: Path, resources: Resources, clip: str
+) -> None:
+    """The display matrix says how to turn the stored frame; the output is stored already turned."""
+    source = clips(clip)
+    source_video = stream(ffprobe(source), "video")
+    assert source_video is not None
+    # ffprobe's rotation is counter-clockwise degrees: +90 brings the left (red) half to the bottom.
+    ccw = round(source_video["side_data_list"][0]["rotation"]) % 360
+    assert ccw in (90, 270)
+    result, _ = upscale(source, work_dir, resources, scale_factor=2)
+    video = stream(ffprobe(result.output), "video")
+    assert video is not None
+    assert (video["width"], video["height"]) == (72, 128)
+    assert not video.get("side_data_list") and "rotate" not in video.get("tags", {})
+    frames = decode_all(probe(result.output, Tools()), Tools())
+    top, bottom = frames[:, :48].mean(axis=(0, 1, 2)), frames[:, -48:].mean(axis=(0, 1, 2))
+    red, blue = (bottom, top) if ccw == 90 else (top, bottom)
+    assert red[0] > 180 > red[2] and blue[2] > 180 > blue[0], (top, bottom)
+
+
+def test_colour_tags_are_carried_and_colours_kept(clips: Clips, work_dir: Path, resources: Resources) -> None:
+    source = clips("bt601")
+    result, _ = upscale(source, work_dir, resources, scale_factor=2)
+    video = stream(ffprobe(result.output), "video")
+    assert video is not None
+    tags = {
+        key: video.get(key) for key in ("color_primaries", "color_transfer", "color_space", "color_range")
+    }
+    assert tags == {
+        "color_primaries": "smpte170m",
+        "color_transfer": "smpte170m",
+        "color_space": "smpte170m",
+        "color_range": "tv",
+    }
+    before = decode_all(probe(source, Tools()), Tools()).astype(np.float64).mean(axis=(0, 1, 2))
+    after = decode_all(probe(result.output, Tools()), Tools()).astype(np.float64).mean(axis=(0, 1, 2))
+    assert np.abs(before - after).max() < 6, (before, after)
+
+
+def test_progress_every_batch_up_to_the_total(clips: Clips, work_dir: Path, resources: Resources) -> None:
+    result, seen = upscale(clips("audio"), work_dir, resources, scale_factor=2)
+    fractions = [update.fraction for update in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert (
+        max(b - a for a, b in zip([0.0, *fractions], fractions, strict=False)) <= 0.05 + 0.1
+    )  # 1 of 10 frames
+    assert seen[-1].done == result.frame_count
+
+
+@pytest.mark.parametrize(
+    ("clip", "code"),
+    [
+        ("hls", "UNSUPPORTED_MEDIA"),
+        ("ffconcat", "UNSUPPORTED_MEDIA"),
+        ("audio_only", "UNSUPPORTED_MEDIA"),
+        ("empty", "MEDIA_CORRUPT"),
+        ("truncated", "MEDIA_CORRUPT"),
+        ("huge", "MEDIA_LIMIT_EXCEEDED"),
+        ("long", "MEDIA_LIMIT_EXCEEDED"),
+    ],
+)
+def test_refused_before_any_decode(
+    clips: Clips, work_dir: Path, resources: Resources, clip: str, code: str
+) -> None:
+    with pytest.raises(Exception) as caught:
+        upscale(clips(clip), work_dir, resources, scale_factor=2)
+    assert getattr(caught.value, "code", None) == code, caught.value
+    assert list(work_dir.iterdir()) == []
+
+
+def test_file_cut_short_after_a_good_header_fails(clips: Clips, work_dir: Path, resources: Resources) -> None:
+    with pytest.raises(Exception) as caught:
+        upscale(clips("cut"), work_dir, resources, scale_factor=2)
+    assert getattr(caught.value, "code", None) in {"DECODE_FAILED", "MEDIA_CORRUPT"}, caught.value
+    assert list(work_dir.iterdir()) == []
+
+
+def test_cancel_mid_video_stops_everything(clips: Clips, work_dir: Path, resources: Resources) -> None:
+    seen: list[Progress] = []
+    task = UpscaleTask()
+    params = task.parse({"model": MODEL, "device": "cpu", "scale_factor": 2})
+    context = TaskContext(work_dir, resources, progress=seen.append, cancelled=lambda: len(seen) >= 3)
+    with pytest.raises(Cancelled) as caught:
+        task.run(clips("clip60"), params, context)
+    assert caught.value.code == "CANCELLED"
+    assert len(seen) == 3
+    assert list(work_dir.iterdir()) == []
+
+
+def test_inference_raising_mid_video_fails_the_task(
+    clips: Clips, work_dir: Path, resources: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert resources.engines is not None
+    engine = resources.engines.get(
+        UpscaleTask.engine_config(UpscaleTask().parse({"model": MODEL, "device": "cpu"}))
+    )
+    real = engine.network
+    calls = 0
+
+    def flaky(x: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise RuntimeError("simulated kernel fault")
+        return real(x)
+
+    monkeypatch.setattr(engine, "network", flaky)
+    with pytest.raises(Exception) as caught:
+        upscale(clips("clip60"), work_dir, resources, scale_factor=4)
+    assert getattr(caught.value, "code", None) == "INFERENCE_FAILED", caught.value
+    assert "simulated kernel fault" in str(caught.value)
+    assert list(work_dir.iterdir()) == []
