@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -209,3 +210,42 @@ def test_inference_raising_mid_video_fails_the_task(
     assert getattr(caught.value, "code", None) == "INFERENCE_FAILED", caught.value
     assert "simulated kernel fault" in str(caught.value)
     assert list(work_dir.iterdir()) == []
+
+
+def test_audio_mp4_cannot_hold_is_encoded_to_aac(clips: Clips, work_dir: Path, resources: Resources) -> None:
+    source = clips("pcm")
+    source_audio = stream(ffprobe(source), "audio")
+    assert source_audio is not None and source_audio["codec_name"] == "pcm_s16le"
+    result, _ = upscale(source, work_dir, resources, scale_factor=2)
+    audio = stream(ffprobe(result.output), "audio")
+    assert audio is not None and audio["codec_name"] == "aac"
+
+
+def test_copied_audio_is_bit_identical(clips: Clips, work_dir: Path, resources: Resources) -> None:
+    source = clips("audio")
+    result, _ = upscale(source, work_dir, resources, scale_factor=2)
+    assert audio_md5(result.output) == audio_md5(source)
+
+
+def test_outputs_wider_than_4096_are_hevc(clips: Clips, work_dir: Path, resources: Resources) -> None:
+    result, _ = upscale(clips("wide"), work_dir, resources, scale_factor=4)
+    video = stream(ffprobe(result.output, count=True), "video")
+    assert video is not None
+    assert (video["codec_name"], video["codec_tag_string"], video["width"]) == ("hevc", "hvc1", 4160)
+    assert result.encoder == "libx265" and int(video["nb_read_frames"]) == 3
+
+
+def test_gpu_requested_without_cuda_falls_back_and_says_so(
+    clips: Clips, work_dir: Path, resources: Resources
+) -> None:
+    result, _ = upscale(clips("silent"), work_dir, resources, scale_factor=2, device="gpu")
+    assert result.device == "cpu" and result.encoder == "libx264"
+    assert any("CUDA is not available" in warning for warning in result.metadata()["warnings"])
+
+
+def audio_md5(path: Path) -> str:
+    done = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy", "-f", "md5", "-"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
