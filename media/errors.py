@@ -62,6 +62,13 @@ class MediaTimeout(MediaError):
     retryable = True
 
 
+class ToolUnavailable(MediaError):
+    """ffmpeg or ffprobe cannot be started (not installed, not executable): a host fault."""
+
+    code = "FFMPEG_UNAVAILABLE"
+    retryable = True
+
+
 class Aborted(MediaError):
     """The pipe was torn down on purpose (cancel, shutdown, a failure elsewhere)."""
 

@@ -77,7 +77,7 @@ class MediaInfo:
     codec: str
     width: int
     height: int
-    rotation: int
+    rotation: int  # clockwise degrees the stored frame is turned for display
     fps: Fraction
     vfr: bool
     duration: float
@@ -202,10 +202,14 @@ def _attached_picture(stream: dict[str, Any]) -> bool:
 
 
 def _rotation(video: dict[str, Any]) -> int:
-    """Display rotation in degrees, 0-359, from the display matrix or the legacy tag."""
+    """Clockwise display rotation in degrees, 0-359, from the display matrix or the legacy tag.
+
+    ffprobe gives the display matrix's angle counter-clockwise (a phone video
+    shown turned 90 degrees clockwise reads -90); the legacy ``rotate`` tag is clockwise.
+    """
     for side in video.get("side_data_list", []):
         if "rotation" in side:
-            return round(float(side["rotation"])) % 360
+            return round(-float(side["rotation"])) % 360
     tag = video.get("tags", {}).get("rotate")
     return round(float(tag)) % 360 if tag else 0
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import IO
 
-from media.errors import MediaTimeout
+from media.errors import MediaTimeout, ToolUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +59,17 @@ class Child:
         self._busy_since: float | None = None
         self._done = threading.Event()
         log.debug("starting %s: %s", name, self.args)
-        self.proc = subprocess.Popen(
-            self.args,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            bufsize=0,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                self.args,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                bufsize=0,
+            )
+        except OSError as error:
+            raise ToolUnavailable(f"cannot start {name} ({self.args[0]}): {error}") from error
         self._drain = threading.Thread(target=self._drain_stderr, name=f"{name}-stderr", daemon=True)
         self._drain.start()
         self._watchdog = threading.Thread(target=self._watch, name=f"{name}-watchdog", daemon=True)
@@ -111,10 +114,19 @@ class Child:
         return filled
 
     def write(self, data: memoryview | bytes) -> None:
-        """Write all of ``data`` to stdin; raises ``BrokenPipeError`` if the child is gone."""
+        """Write all of ``data`` to stdin; raises ``BrokenPipeError`` if the child is gone.
+
+        The pipe is unbuffered, so one ``write`` may take only part of the data
+        (a signal, a child exiting mid-write); the rest is written in turn.
+        """
         stream = self._pipe(self.proc.stdin)
+        view = memoryview(data).cast("B")
         with self.blocking():
-            stream.write(data)
+            while view:
+                count = stream.write(view)
+                if not count:
+                    raise BrokenPipeError(f"{self.name} stopped taking input")
+                view = view[count:]
 
     def finish(self) -> int:
         """Close stdin, wait for the exit (timed like any other wait) and return its status."""
@@ -128,10 +140,11 @@ class Child:
         return status
 
     def kill(self) -> None:
-        """Kill the whole process group (if still running) and reap the child."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        """Kill the whole process group (anything the child started, too) and reap the child."""
+        # Also after the child exited: what it started may live on in its group. Linux does not
+        # hand out a pid again while a process group still carries it as its id.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -183,13 +196,14 @@ def run_captured(args: Sequence[str], *, name: str, timeout: float) -> tuple[int
     The whole run is limited to ``timeout`` seconds; past it the process group
     is killed and :class:`MediaTimeout` raised.
     """
-    with subprocess.Popen(
-        list(args),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    ) as proc:
+    try:
+        proc = subprocess.Popen(
+            list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )  # fmt: skip
+    except OSError as error:
+        raise ToolUnavailable(f"cannot start {name} ({args[0]}): {error}") from error
+    with proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

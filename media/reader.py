@@ -69,7 +69,7 @@ class FrameReader:
         while True:
             batch = np.empty((size, *shape), dtype=np.uint8)
             count = 0
-            while count < size and self._read_frame(child, batch[count]):
+            while count < size and self._read_frame(child, batch[count], self.frames_read + count + 1):
                 count += 1
             if count:
                 self.frames_read += count
@@ -80,12 +80,13 @@ class FrameReader:
         if status != 0:
             raise DecodeFailed(f"ffmpeg decode failed (exit status {status}): {child.stderr_tail()}")
 
-    def _read_frame(self, child: Child, frame: np.ndarray) -> bool:
+    @staticmethod
+    def _read_frame(child: Child, frame: np.ndarray, number: int) -> bool:
         view = frame.data.cast("B")
         filled = child.read_into(view)
         if 0 < filled < len(view):
             raise DecodeFailed(
-                f"decoder stopped inside frame {self.frames_read + 1} ({filled} of {len(view)} bytes): "
+                f"decoder stopped inside frame {number} ({filled} of {len(view)} bytes): "
                 f"{child.stderr_tail()}"
             )
         return filled == len(view)

@@ -6,7 +6,7 @@ import functools
 import logging
 from dataclasses import dataclass
 
-from media.errors import MediaTimeout
+from media.errors import MediaError
 from media.process import run_captured
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class Tools:
         """First line of ``ffmpeg -version``, or why it could not be run."""
         try:
             status, out, err = run_captured([self.ffmpeg, "-version"], name="ffmpeg -version", timeout=10)
-        except (OSError, MediaTimeout) as error:
+        except MediaError as error:
             return f"unavailable ({error})"
         lines = out.decode("utf-8", "replace").splitlines()
         return lines[0] if status == 0 and lines else f"unavailable ({err})"
@@ -46,7 +46,7 @@ def _encoder_works(ffmpeg: str, encoder: str, timeout: float) -> bool:
             "color=c=black:s=256x256:r=25:d=0.2", "-c:v", encoder, "-f", "null", "-"]  # fmt: skip
     try:
         status, _, err = run_captured(args, name=f"{encoder} probe", timeout=timeout)
-    except (OSError, MediaTimeout) as error:
+    except MediaError as error:
         log.info("encoder %s unusable: %s", encoder, error)
         return False
     if status != 0:

@@ -175,7 +175,8 @@ class FrameWriter:
     def write(self, frames: np.ndarray) -> None:
         """Encode ``frames`` (``(n, H, W, 3)`` or ``(H, W, 3)``, uint8, this writer's size)."""
         child = self._require()
-        if frames.shape[-3:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
+        shape_ok = frames.ndim in (3, 4) and frames.shape[-3:] == (self.height, self.width, 3)
+        if not shape_ok or frames.dtype != np.uint8:
             raise ValueError(
                 f"frames {frames.shape} {frames.dtype} do not fit a {self.width}x{self.height} writer"
             )
