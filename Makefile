@@ -46,6 +46,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 
 bench: setup $(VENV)/.bench-installed
 	$(PY) -m bench.engine
+	$(PY) -m bench.pipeline
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

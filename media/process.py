@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -50,9 +51,10 @@ class Child:
         stall_timeout: float,
         stdin: bool = False,
         stdout: bool = False,
+        nice: int = 0,
     ) -> None:
         self.name = name
-        self.args = list(args)
+        self.args = _niced(list(args), nice)
         self.stall_timeout = stall_timeout
         self.timed_out = False
         self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
@@ -188,6 +190,17 @@ class Child:
                 return
             if self.proc.poll() is not None and since is None:
                 return
+
+
+def _niced(args: list[str], nice: int) -> list[str]:
+    """``args`` run at ``nice`` (``nice -n``) when asked for and the ``nice`` program exists."""
+    wrapper = shutil.which("nice") if nice else None
+    if wrapper is None:
+        return args
+    program = shutil.which(args[0])
+    if program is None:
+        raise ToolUnavailable(f"cannot start {args[0]}: not found or not executable")
+    return [wrapper, "-n", str(nice), program, *args[1:]]
 
 
 def run_captured(args: Sequence[str], *, name: str, timeout: float) -> tuple[int, bytes, str]:

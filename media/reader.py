@@ -44,7 +44,11 @@ class FrameReader:
 
     def __enter__(self) -> FrameReader:
         self._child = Child(
-            self.command(), name="decoder", stall_timeout=self.tools.stall_timeout, stdout=True
+            self.command(),
+            name="decoder",
+            stall_timeout=self.tools.stall_timeout,
+            stdout=True,
+            nice=self.tools.nice,
         )
         return self
 

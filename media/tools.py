@@ -18,12 +18,18 @@ class Tools:
 
     ``stall_timeout``: a decode or encode pipe that keeps us waiting this long
     is killed. ``probe_timeout``: a whole ffprobe run, or an encoder probe.
+    ``nice``: niceness of the decode and encode pipes. On a CPU host they share
+    the cores with inference, whose threads meet at a barrier after every
+    parallel step: an ffmpeg thread that preempts one of them stalls them all.
+    At a lower priority ffmpeg runs in inference's gaps instead, and when it
+    falls behind the bounded queues pause inference until it catches up.
     """
 
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
     stall_timeout: float = 120.0
     probe_timeout: float = 30.0
+    nice: int = 10
 
     def version(self) -> str:
         """First line of ``ffmpeg -version``, or why it could not be run."""

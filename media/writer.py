@@ -162,7 +162,11 @@ class FrameWriter:
     def __enter__(self) -> FrameWriter:
         self.partial.unlink(missing_ok=True)
         self._child = Child(
-            self.command(), name="encoder", stall_timeout=self.tools.stall_timeout, stdin=True
+            self.command(),
+            name="encoder",
+            stall_timeout=self.tools.stall_timeout,
+            stdin=True,
+            nice=self.tools.nice,
         )
         return self
 
