@@ -93,7 +93,7 @@ class Clip:
 
 # One timed run takes ~7 s (quiet) to ~22 s (busy) here: 320x180 is 0.36-1.1 s a frame on 2 cores.
 # The memory clips are 150 and 900 frames (64x36 is 0.04-0.08 s a frame): ~70 s for both.
-RATIO_CLIP = Clip(320, 180, 10, 2)
+RATIO_CLIP = Clip(320, 180, 10, 3)
 RSS_CLIPS = {"10s": Clip(64, 36, 15, 10), "60s": Clip(64, 36, 15, 60)}
 QUICK_RATIO_CLIP = Clip(320, 180, 10, 1)
 QUICK_RSS_CLIPS = {"10s": Clip(64, 36, 5, 10), "60s": Clip(64, 36, 5, 60)}

@@ -38,9 +38,9 @@ STDERR_LINES = 40
 class Child:
     """One running ffmpeg process and the pipes the owner uses.
 
-    ``stall_timeout`` is in seconds. Use it as a context manager: leaving the
-    block kills and reaps the process group unless :meth:`finish` already
-    reaped it.
+    ``stall_timeout`` is in seconds; ``nice`` the niceness it runs at. Use it
+    as a context manager: leaving the block kills its process group (also when
+    the child itself has exited) and reaps the child.
     """
 
     def __init__(

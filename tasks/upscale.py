@@ -152,6 +152,8 @@ def _check_complete(info: MediaInfo, read: int, written: int) -> None:
     """Frames out must equal frames in, and a file must not end long before it says it does."""
     if read != written:
         raise FrameCountMismatch(f"decoded {read} frames but encoded {written}")
+    if read == 0:
+        raise DecodeFailed("the video stream decoded to no frames at all")
     if read < info.frames - max(2, info.frames // 100):
         raise DecodeFailed(
             f"decoded {read} frames where the container declares about {info.frames}: truncated or damaged"
