@@ -1,0 +1,226 @@
+"""``python -m worker run | check | enqueue | schema`` (spec §9).
+
+Signals are wired here, not in the worker: the first SIGTERM/SIGINT is a warm
+stop (finish or drain the running job), a second one a cold stop (abort it
+and release its message). Exit status 0 after a clean stop, 2 on bad
+configuration, 1 when ``check`` finds a problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import uuid
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from worker.message import schemas
+from worker.settings import ConfigError, Settings, load
+
+log = logging.getLogger("worker")
+
+
+def _clients(settings: Settings) -> tuple[Any, Any]:
+    import boto3
+
+    session = boto3.session.Session(region_name=settings.region)
+    return (
+        session.client("sqs", endpoint_url=settings.endpoint_url),
+        session.client("s3", endpoint_url=settings.endpoint_url),
+    )
+
+
+def _settings() -> Settings:
+    import torch
+
+    return load(cuda=torch.cuda.is_available())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from media import Tools
+    from models import MODELS, WeightStore
+    from tasks import EngineCache, Resources
+    from worker.consumer import Consumer
+    from worker.daemon import Worker
+    from worker.health import HealthServer
+    from worker.logs import configure
+    from worker.notify import Notifier
+    from worker.storage import Storage
+
+    settings = _settings()
+    configure(settings.log_level, settings.log_format)
+    store = WeightStore(
+        settings.weights_dir, settings.weights_mirror, allow_download=not settings.weights_offline
+    )
+    for spec in MODELS:  # an altered weights file stops the worker before it takes any job
+        _, status = store.status(spec)
+        if status.startswith("REFUSED"):
+            log.error("weights for %s: %s", spec.name, status)
+            return 2
+    sqs, s3 = _clients(settings)
+    settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+    worker = Worker(
+        settings,
+        consumer=Consumer(
+            sqs, {name: settings.queue_url(name) for name in _served(settings)},
+            wait_seconds=settings.wait_seconds, visibility_timeout=settings.visibility_timeout,
+        ),
+        storage=Storage(
+            s3, bucket=settings.bucket, allowed_buckets=settings.allowed_buckets,
+            multipart_threshold=settings.multipart_threshold, presign_seconds=settings.presign_seconds,
+            max_source_bytes=settings.max_source_bytes,
+        ),
+        notifier=Notifier(
+            secret=settings.callback_secret, allowed_hosts=settings.callback_allowed_hosts,
+            allow_private=settings.callback_allow_private,
+        ),
+        resources=Resources(tools=Tools(ffmpeg=settings.ffmpeg, ffprobe=settings.ffprobe), store=store,
+                            engines=EngineCache(store)),
+    )  # fmt: skip
+    health = HealthServer(settings.health_port, lambda: _health(worker, settings)).start()
+
+    def on_signal(number: int, frame: FrameType | None) -> None:
+        log.warning("received %s", signal.Signals(number).name)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        worker.run(max_jobs=args.max_jobs)
+    finally:
+        health.close()
+    return 0
+
+
+def _served(settings: Settings) -> tuple[str, ...]:
+    if "gpu" in settings.queues and not settings.take_cpu_when_idle:
+        return ("gpu",)
+    return settings.queues
+
+
+def _health(worker: Any, settings: Settings) -> dict[str, Any]:
+    current = worker.current
+    return {
+        "status": "stopping" if worker._stopping.is_set() else "ok",
+        "queues": list(worker.consumer.queues),
+        "currentJob": None if current is None else {"jobId": current.job_id, "task": current.task},
+        "jobsDone": worker.jobs_done,
+        **_device_report(settings),
+    }
+
+
+def _device_report(settings: Settings) -> dict[str, Any]:
+    import torch
+
+    from media import Tools
+
+    tools = Tools(ffmpeg=settings.ffmpeg, ffprobe=settings.ffprobe)
+    cuda = torch.cuda.is_available()
+    return {
+        "device": "cuda" if cuda else "cpu",
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "ffmpeg": tools.version(),
+        "nvenc": cuda and tools.encoder_works("h264_nvenc"),
+    }
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from models import MODELS, WeightStore
+
+    settings = _settings()
+    ok = True
+    report = _device_report(settings)
+    lines = [f"{key:<10} {value}" for key, value in report.items()]
+    ok &= not str(report["ffmpeg"]).startswith("unavailable")
+    store = WeightStore(settings.weights_dir, settings.weights_mirror, allow_download=False)
+    for spec in MODELS:
+        _, status = store.status(spec)
+        ok &= not status.startswith("REFUSED")
+        lines.append(f"weights    {spec.name}: {status}")
+    sqs, s3 = _clients(settings)
+    for name in settings.queues:
+        try:
+            sqs.get_queue_attributes(QueueUrl=settings.queue_url(name), AttributeNames=["QueueArn"])
+            lines.append(f"queue      {name}: reachable")
+        except Exception as error:
+            ok = False
+            lines.append(f"queue      {name}: UNREACHABLE ({error})")
+    try:
+        s3.head_bucket(Bucket=settings.bucket)
+        lines.append(f"bucket     {settings.bucket}: reachable")
+    except Exception as error:
+        ok = False
+        lines.append(f"bucket     {settings.bucket}: UNREACHABLE ({error})")
+    print("\n".join(lines))
+    print("OK" if ok else "PROBLEMS FOUND")
+    return 0 if ok else 1
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    settings = load(cuda=False)
+    sqs, s3 = _clients(settings)
+    if args.upload is not None:
+        s3.upload_file(str(args.upload), args.bucket or settings.bucket, args.source)
+    parameters: dict[str, Any] = {}
+    for item in args.param:
+        name, _, value = item.partition("=")
+        parameters[name] = json.loads(value) if value[:1] in '0123456789-[{tf"' else value
+    message = {
+        "jobId": args.job_id or str(uuid.uuid4()),
+        "taskType": args.task,
+        "sourceS3Key": args.source,
+        "sourceBucket": args.bucket,
+        "callbackUrl": args.callback_url,
+        "parameters": parameters,
+        "status": "QUEUED",
+    }
+    body = json.dumps({key: value for key, value in message.items() if value is not None})
+    sqs.send_message(QueueUrl=settings.queue_url(args.queue), MessageBody=body)
+    print(body)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(schemas(), indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m worker", description="vidworker daemon")
+    commands = root.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--max-jobs", type=int, default=None, help="stop after this many messages")
+    run.set_defaults(func=cmd_run)
+    commands.add_parser("check", help="validate the environment").set_defaults(func=cmd_check)
+    enqueue = commands.add_parser("enqueue", help="send a job as the backend would")
+    enqueue.add_argument("--queue", choices=("gpu", "cpu"), default="cpu")
+    enqueue.add_argument("--task", default="UPSCALE")
+    enqueue.add_argument("--source", required=True, help="source S3 key")
+    enqueue.add_argument("--upload", type=Path, help="upload this local file to the source key first")
+    enqueue.add_argument("--bucket", help="source bucket (default S3_BUCKET_NAME)")
+    enqueue.add_argument("--job-id")
+    enqueue.add_argument("--callback-url")
+    enqueue.add_argument("--param", action="append", default=[], help="NAME=VALUE (JSON values allowed)")
+    enqueue.set_defaults(func=cmd_enqueue)
+    commands.add_parser("schema", help="JSON Schema of the message and callbacks").set_defaults(
+        func=cmd_schema
+    )
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The worker loop: receive → decode → stage input → run task → publish → settle.
+
+Shutdown order (see :meth:`Worker.stop`): a warm stop ends receiving at once
+and gives the running job ``drain_seconds`` to finish; past that, or on a cold
+stop, the job is aborted (its ffmpeg children killed, temp dir removed) and its
+message released so another worker takes it at once. Nothing is deleted from
+the queue before the output is in S3 and ``result.json`` records it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks import TASKS, Cancelled, Progress, Resources, Task, TaskContext, TaskRegistry, TaskResult
+from worker import metrics
+from worker.consumer import Consumer, Received
+from worker.heartbeat import Heartbeat
+from worker.logs import job_context
+from worker.message import BadMessage, Callback, Job, Metadata, Status, decode
+from worker.notify import CallbackRefused, Notifier, ProgressChannel
+from worker.retries import Action, decide, describe
+from worker.settings import Settings
+from worker.storage import Storage, output_key, result_key
+
+log = logging.getLogger(__name__)
+
+SOURCE_NAME = "source"
+"""The downloaded source inside a job dir; never a name taken from the message."""
+
+EVENTS = uuid.UUID("5c1b2d54-8a43-4c1e-9a55-2f7e1d0c9b11")
+
+
+def event_id(job_id: str, status: Status, attempt: int = 0) -> str:
+    """Stable per job and outcome, so a re-sent completion carries the same id (the backend dedupes)."""
+    return str(uuid.uuid5(EVENTS, f"{job_id}/{status}/{attempt}"))
+
+
+@dataclass
+class Current:
+    """The job being run, for /health and for aborts."""
+
+    job_id: str
+    task: str
+    queue: str
+    started: float = field(default_factory=time.monotonic)
+
+
+class Worker:
+    """One job at a time from ``consumer``; ``stop()`` may be called from any thread or signal."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumer: Consumer,
+        storage: Storage,
+        notifier: Notifier,
+        resources: Resources,
+        tasks: TaskRegistry = TASKS,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.storage = storage
+        self.notifier = notifier
+        self.resources = resources
+        self.tasks = tasks
+        self.current: Current | None = None
+        self.jobs_done = 0
+        self._stopping = threading.Event()
+        self._abort = threading.Event()
+        self._limits: dict[str, int | None] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self, *, cold: bool = False) -> None:
+        """Warm stop: receive nothing more, let the running job drain. Cold (or a second call): abort it."""
+        if cold or self._stopping.is_set():
+            log.warning("cold stop: aborting the running job and releasing its message")
+            self._abort.set()
+        self._stopping.set()
+        if not self._abort.is_set() and self.settings.drain_seconds >= 0:
+            timer = threading.Timer(self.settings.drain_seconds, self._drain_expired)
+            timer.daemon = True
+            timer.start()
+
+    def _drain_expired(self) -> None:
+        if self.current is not None:
+            log.warning(
+                "drain time of %g s is over; aborting %s", self.settings.drain_seconds, self.current.job_id
+            )
+        self._abort.set()
+
+    def run(self, max_jobs: int | None = None) -> int:
+        """Work until stopped (or ``max_jobs`` messages handled); returns the number handled."""
+        self._limits = self.consumer.max_receives()
+        log.info("consuming %s (max receives %s)", ", ".join(self.consumer.queues), self._limits)
+        handled = 0
+        failures = 0
+        while not self._stopping.is_set() and (max_jobs is None or handled < max_jobs):
+            try:
+                received = self.consumer.receive()
+                failures = 0
+            except Exception as error:  # SQS unreachable: back off, never busy-loop
+                failures += 1
+                delay = min(60.0, 2.0**failures)
+                log.warning("receive failed (%s); retrying in %.0f s", error, delay)
+                metrics.RECEIVE_ERRORS.inc()
+                self._stopping.wait(delay)
+                continue
+            if received is None:
+                continue
+            self.handle(received)
+            handled += 1
+        log.info("stopped after %d messages", handled)
+        return handled
+
+    # ------------------------------------------------------------------ one message
+
+    def handle(self, received: Received) -> None:
+        """Settle one message, whatever happens: every path deletes it, releases it or leaves it to expire."""
+        try:
+            job = decode(received.body)
+        except BadMessage as error:
+            self._refuse(received, error)
+            return
+        with job_context(job.job_id):
+            log.info("received %s from %s (attempt %d)", job.task_type, received.queue, received.attempt)
+            self._handle_job(received, job)
+
+    def _handle_job(self, received: Received, job: Job) -> None:
+        callback = job.callback_url or self.settings.callback_url
+        started = time.monotonic()
+        try:
+            task = self.tasks.get(job.task_type)
+            params = task.parse(self._parameters(job, received))
+            if callback is not None:
+                self.notifier.check(callback)
+            key = output_key(task.name, job.job_id, job.stem, job.output_s3_key)
+            if self._already_done(received, job, key, callback):
+                return
+            self.current = Current(job.job_id, task.name, received.queue)
+            with Heartbeat(
+                self.consumer.sqs, received.queue_url, received.receipt,
+                interval=self.settings.heartbeat_seconds, extend_to=self.settings.visibility_timeout,
+            ):  # fmt: skip
+                record = self._process(received, job, task, params, key, callback)
+            self._publish(received, job, record, callback)
+            metrics.JOBS.labels(task.name, "COMPLETED").inc()
+        except Exception as error:
+            self._settle_failure(received, job, callback, error)
+        finally:
+            metrics.JOB_SECONDS.observe(time.monotonic() - started)
+            self.current = None
+
+    def _parameters(self, job: Job, received: Received) -> dict[str, Any]:
+        parameters = dict(job.parameters)
+        if job.task_type.upper() == "UPSCALE" and "device" not in parameters:
+            parameters["device"] = received.queue  # spec §3: default, the queue it came from
+        return parameters
+
+    def _already_done(self, received: Received, job: Job, key: str, callback: str | None) -> bool:
+        """A redelivered job whose result is recorded: re-send its completion, delete, do not rerun."""
+        record = self.storage.read_result(result_key(key))
+        if record is None:
+            return False
+        log.info("result.json exists for %s; re-sending the completion instead of reprocessing", key)
+        self._publish(received, job, record, callback)
+        return True
+
+    def _process(
+        self, received: Received, job: Job, task: Task[Any], params: Any, key: str, callback: str | None
+    ) -> dict[str, Any]:
+        work = Path(tempfile.mkdtemp(prefix="job-", dir=self.settings.tmp_dir))
+        channel = self.notifier.progress_channel(callback, job_id=job.job_id) if callback else None
+        try:
+            source = work / SOURCE_NAME
+            bucket = self.storage.source_bucket(job.source_bucket)
+            self.storage.download(bucket, job.source_s3_key, source)
+            context = TaskContext(
+                work_dir=work,
+                resources=self.resources,
+                progress=lambda update: self._progress(job, received, channel, update),
+                cancelled=lambda: (
+                    self._abort.is_set() or (channel is not None and channel.cancelled.is_set())
+                ),
+            )
+            result = task.run(source, params, context)
+            size = self.storage.upload(result.output, key)
+            record = self._completion(job, received, key, size, result)
+            self.storage.write_result(result_key(key), record)
+            return record
+        finally:
+            if channel is not None:
+                channel.close()
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _progress(
+        self, job: Job, received: Received, channel: ProgressChannel | None, update: Progress
+    ) -> None:
+        if channel is None:
+            return
+        percent = min(99, int(update.fraction * 100))
+        body = Callback(
+            job_id=job.job_id, status=Status.PROCESSING, progress=percent, attempt=received.attempt
+        )
+        channel.update(body.body())
+
+    def _completion(
+        self, job: Job, received: Received, key: str, size: int, result: TaskResult
+    ) -> dict[str, Any]:
+        body = Callback(
+            job_id=job.job_id,
+            status=Status.COMPLETED,
+            progress=100,
+            message="done",
+            output_bucket=self.storage.bucket,
+            output_s3_key=key,
+            file_size=size,
+            duration=round(result.duration, 3),
+            metadata=Metadata.model_validate(result.metadata()),
+            attempt=received.attempt,
+        )
+        return body.body()
+
+    def _publish(self, received: Received, job: Job, record: dict[str, Any], callback: str | None) -> None:
+        """Send the completion (with a fresh presigned link) and delete the message."""
+        if callback is not None:
+            body = {**record, "downloadUrl": self.storage.presign(str(record["outputS3Key"]))}
+            reply = self.notifier.send(callback, body, event_id=event_id(job.job_id, Status.COMPLETED))
+            if not reply.delivered:
+                log.error("completion callback not delivered; the result stays recorded in result.json")
+        self.consumer.delete(received)
+        self.jobs_done += 1
+        log.info("completed; message deleted")
+
+    # ------------------------------------------------------------------ failures
+
+    def _refuse(self, received: Received, error: BadMessage) -> None:
+        """A message that is not a job: permanent, deleted, FAILED sent where we safely can."""
+        with job_context(error.job_id or "-"):
+            log.error("refused message %s: %s", received.message_id, error)
+            callback = error.callback_url or self.settings.callback_url
+            if error.job_id is not None and callback is not None:
+                self._notify_failure(callback, error.job_id, received.attempt, error, Status.FAILED)
+            metrics.JOBS.labels("unknown", "FAILED").inc()
+            self.consumer.delete(received)
+
+    def _settle_failure(self, received: Received, job: Job, callback: str | None, error: Exception) -> None:
+        code, _ = describe(error)
+        task = job.task_type.upper()
+        if isinstance(error, Cancelled) and self._abort.is_set():
+            log.warning("aborted by shutdown; releasing the message for another worker")
+            self.consumer.release(received, 0)
+            metrics.JOBS.labels(task, "RELEASED").inc()
+            return
+        if isinstance(error, Cancelled):
+            log.info("cancelled by the backend")
+            if callback is not None:
+                self._notify_failure(callback, job.job_id, received.attempt, error, Status.CANCELLED)
+            self.consumer.delete(received)
+            metrics.JOBS.labels(task, "CANCELLED").inc()
+            return
+        if isinstance(error, CallbackRefused):
+            callback = None  # never send anything to a refused address
+        limit = self._limits.get(received.queue)
+        decision = decide(
+            error, attempt=received.attempt, max_attempts=limit or self.settings.max_attempts,
+            dead_letter=limit is not None, base=self.settings.retry_base_seconds,
+            cap=self.settings.retry_max_seconds,
+        )  # fmt: skip
+        log.error("failed with %s (%s): %s -> %s", code, "retryable" if decision.retryable else "permanent",
+                  error, decision.action, exc_info=code == "INTERNAL_ERROR")  # fmt: skip
+        if decision.notify and callback is not None:
+            self._notify_failure(callback, job.job_id, received.attempt, error, Status.FAILED)
+        if decision.action is Action.RETRY:
+            self.consumer.release(received, decision.delay)
+        elif decision.action is Action.DEAD_LETTER:
+            self.consumer.release(received, 0)
+        else:
+            self.consumer.delete(received)
+        metrics.JOBS.labels(task, "FAILED" if decision.notify else "RETRIED").inc()
+
+    def _notify_failure(
+        self, callback: str, job_id: str, attempt: int, error: Exception, status: Status
+    ) -> None:
+        code, retryable = describe(error)
+        body = Callback(
+            job_id=job_id, status=status, message=str(error)[:2000], error_code=code,
+            error_message=str(error)[:2000], retryable=retryable, attempt=attempt,
+        )  # fmt: skip
+        try:
+            self.notifier.send(callback, body.body(), event_id=event_id(job_id, status, attempt))
+        except CallbackRefused as refused:
+            log.error("not sending %s to a refused callback URL: %s", status, refused)

@@ -1,0 +1,158 @@
+"""The job message Spring enqueues (spec §3) and the callback bodies we send back (spec §6)."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+
+class Status(StrEnum):
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class BadMessage(Exception):
+    """The message cannot become a job; permanent. ``job_id`` is set when it could be read."""
+
+    code: ClassVar[str] = "INPUT_INVALID"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, job_id: str | None = None, callback_url: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.callback_url = callback_url
+
+
+def _both(name: str) -> AliasChoices:
+    """Accept ``name`` in snake_case and in Jackson's camelCase."""
+    return AliasChoices(name, to_camel(name))
+
+
+class Job(BaseModel):
+    """One decoded message. Unknown top-level fields (``status``…) are ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=False)
+
+    job_id: str = Field(validation_alias=_both("job_id"), min_length=1, max_length=128)
+    user_id: str | None = Field(None, validation_alias=_both("user_id"))
+    task_type: str = Field(validation_alias=_both("task_type"), min_length=1, max_length=64)
+    source_s3_key: str = Field(validation_alias=AliasChoices("source_s3_key", "sourceS3Key"), min_length=1)
+    source_bucket: str | None = Field(None, validation_alias=_both("source_bucket"))
+    output_s3_key: str | None = Field(None, validation_alias=AliasChoices("output_s3_key", "outputS3Key"))
+    callback_url: str | None = Field(None, validation_alias=_both("callback_url"), max_length=2048)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("job_id", "user_id", mode="before")
+    @classmethod
+    def _id_text(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("must be a string or a number")
+        return str(value) if isinstance(value, int) else value
+
+    @field_validator("job_id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not all(ch.isalnum() or ch in "-_." for ch in value) or value.startswith("."):
+            raise ValueError("may hold only letters, digits, '-', '_' and '.'")
+        return value
+
+    @field_validator("source_s3_key", "output_s3_key")
+    @classmethod
+    def _safe_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = value.split("/")
+        if value.startswith("/") or ".." in parts or "" in parts[:-1] or not parts[-1] or "\x00" in value:
+            raise ValueError("must be a relative S3 key without '..' or empty segments")
+        if len(value.encode()) > 1024:
+            raise ValueError("is longer than 1024 bytes")
+        return value
+
+    @property
+    def stem(self) -> str:
+        """The source file name without its extension, for default output names."""
+        name = posixpath.basename(self.source_s3_key)
+        return name.rsplit(".", 1)[0] if "." in name[1:] else name
+
+
+def decode(body: str) -> Job:
+    """A message body → :class:`Job`, or :class:`BadMessage` with what could be recovered."""
+    try:
+        raw = json.loads(body)
+    except ValueError as error:
+        raise BadMessage(f"message body is not JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise BadMessage("message body is not a JSON object")
+    try:
+        return Job.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'message'}: {item['msg']}"
+            for item in error.errors()
+        )
+        job_id = raw.get("jobId", raw.get("job_id"))
+        callback = raw.get("callbackUrl", raw.get("callback_url"))
+        raise BadMessage(
+            f"invalid job message: {problems}",
+            job_id=str(job_id) if isinstance(job_id, str | int) and not isinstance(job_id, bool) else None,
+            callback_url=callback if isinstance(callback, str) else None,
+        ) from None
+
+
+class Metadata(BaseModel):
+    """``metadata`` of a COMPLETED callback."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    duration: float
+    audio: bool
+    device: str
+    model: str | None
+    encoder: str
+    processing_seconds: float
+    warnings: list[str] = []
+
+
+class Callback(BaseModel):
+    """The JSON body POSTed to the backend (spec §6); ``None`` fields are left out."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    job_id: str
+    status: Status
+    progress: int = Field(0, ge=0, le=100)
+    message: str = ""
+    timestamp: str = Field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    output_bucket: str | None = None
+    output_s3_key: str | None = Field(None, alias="outputS3Key")
+    download_url: str | None = None
+    file_size: int | None = None
+    duration: float | None = None
+    metadata: Metadata | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    retryable: bool | None = None
+    attempt: int = 1
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def schemas() -> dict[str, Any]:
+    """JSON Schemas of the job message and the callback body."""
+    return {
+        "job": Job.model_json_schema(mode="validation"),
+        "callback": Callback.model_json_schema(mode="serialization", by_alias=True),
+    }
