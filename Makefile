@@ -10,7 +10,7 @@ export WEIGHTS_MIRROR
 # Models fetched by setup. Real hosts add the default model: make setup MODELS="realesr-animevideov3 realesrgan-x4plus"
 MODELS ?= realesr-animevideov3
 
-.PHONY: setup system venv weights test lint typecheck pytest bench clean
+.PHONY: setup system venv weights demo test lint typecheck pytest bench clean
 
 setup: system venv weights
 
@@ -27,9 +27,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 weights: venv
 	$(PY) -m models download $(MODELS)
 
+demo: setup
+	$(PY) -m worker.demo
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile.cpu Dockerfile.gpu
 
 typecheck: venv
 	$(VENV)/bin/mypy

@@ -54,22 +54,24 @@ class EmbeddedAWS:
         ).client(service, endpoint_url=self.endpoint)
 
     def provision(
-        self, bucket: str = "vidworker-demo", *, visibility: int = 30, max_receives: int = 3
-    ) -> None:
+        self, prefix: str = "vidworker", *, visibility: int = 30, max_receives: int = 3
+    ) -> EmbeddedAWS:
+        """Create ``{prefix}-bucket`` and queues ``{prefix}-gpu``/``-cpu``, each with a DLQ."""
         sqs, s3 = self.client("sqs"), self.client("s3")
-        s3.create_bucket(Bucket=bucket)
-        self.bucket = bucket
+        self.bucket = f"{prefix}-bucket"
+        s3.create_bucket(Bucket=self.bucket)
         for name in ("gpu", "cpu"):
-            dead = sqs.create_queue(QueueName=f"vidworker-{name}-dlq")["QueueUrl"]
-            arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"][
-                "QueueArn"
-            ]
-            policy = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receives)})
+            dead = sqs.create_queue(QueueName=f"{prefix}-{name}-dlq")["QueueUrl"]
+            attributes = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]
+            policy = json.dumps(
+                {"deadLetterTargetArn": attributes["QueueArn"], "maxReceiveCount": str(max_receives)}
+            )
             self.queues[name] = sqs.create_queue(
-                QueueName=f"vidworker-{name}",
+                QueueName=f"{prefix}-{name}",
                 Attributes={"VisibilityTimeout": str(visibility), "RedrivePolicy": policy},
             )["QueueUrl"]
             self.dead_letters[name] = dead
+        return self
 
     def environment(self, **extra: str) -> dict[str, str]:
         """The worker's environment for this emulator (spec §8 names)."""

@@ -150,7 +150,7 @@ def load(env: Mapping[str, str] | None = None, *, cuda: bool = False) -> Setting
         log_level=(_text(env, "LOG_LEVEL") or "INFO").upper(),
         log_format=log_format,
         wait_seconds=int(_number(env, "WORKER_WAIT_SECONDS", 20, 0, 20)),
-        visibility_timeout=int(_number(env, "WORKER_VISIBILITY_TIMEOUT", 300, 10, 43200)),
+        visibility_timeout=int(_number(env, "WORKER_VISIBILITY_TIMEOUT", 300, 1, 43200)),
         heartbeat_seconds=_number(env, "WORKER_HEARTBEAT_SECONDS", 60, 1, 3600),
         max_attempts=int(_number(env, "WORKER_MAX_ATTEMPTS", 3, 1, 100)),
         retry_base_seconds=_number(env, "WORKER_RETRY_BASE_SECONDS", 30, 0, 43200),

@@ -1,0 +1,227 @@
+"""The daemon as a real subprocess against moto's server, a callback receiver and a fault proxy."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tests.conftest import ROOT, mirror_dir
+from worker.embedded import CallbackReceiver, EmbeddedAWS
+
+Rule = Callable[[str, str], bool]
+"""``(method, path) -> bool``: whether the proxy should answer this request with a 503."""
+
+
+@dataclass
+class FaultProxy:
+    """Forwards every request to ``upstream``; the first ``budget`` requests matching ``rule`` get a 503."""
+
+    upstream: str
+    rule: Rule = lambda method, path: False
+    budget: int = 0
+    failed: int = 0
+    seen: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        target = urlsplit(self.upstream)
+        outer = self
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
+                with lock:
+                    outer.seen.append((self.command, self.path))
+                    inject = outer.failed < outer.budget and outer.rule(self.command, self.path)
+                    outer.failed += inject
+                if inject:
+                    payload = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                connection = http.client.HTTPConnection(target.hostname or "", target.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+                connection.request(self.command, self.path, body=body, headers=headers)
+                reply = connection.getresponse()
+                data = reply.read()
+                self.send_response(reply.status)
+                for key, value in reply.getheaders():
+                    if key.lower() not in (
+                        "content-length",
+                        "transfer-encoding",
+                        "connection",
+                        "date",
+                        "server",
+                    ):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                connection.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fail(self, rule: Rule, budget: int) -> None:
+        self.rule, self.budget, self.failed = rule, budget, 0
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class WorkerProcess:
+    """``python -m worker run`` with its stderr captured to ``log``."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    tmp_dir: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def signal(self, number: int) -> None:
+        self.proc.send_signal(number)
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+
+@dataclass
+class Stack:
+    """One test's world: its own queues and bucket, a receiver, a proxy, and workers."""
+
+    aws: EmbeddedAWS
+    receiver: CallbackReceiver
+    proxy: FaultProxy
+    root: Path
+    secret: str = "s3cret-for-tests"
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        base = self.aws.environment(
+            AWS_ENDPOINT_URL=self.proxy.endpoint,
+            BACKEND_CALLBACK_URL=self.receiver.url,
+            CALLBACK_SECRET=self.secret,
+            CALLBACK_ALLOW_PRIVATE_NETWORKS="true",
+            WEIGHTS_MIRROR=str(mirror_dir()),
+            WEIGHTS_DIR=str(self.root / "weights"),
+            WEIGHTS_OFFLINE="true",
+            WORKER_TMP_DIR=str(self.root / "tmp"),
+            WORKER_HEALTH_PORT="0",
+            WORKER_WAIT_SECONDS="1",
+            WORKER_QUEUES="cpu",
+            WORKER_HEARTBEAT_SECONDS="1",
+            WORKER_VISIBILITY_TIMEOUT="4",
+            WORKER_RETRY_BASE_SECONDS="1",
+            WORKER_RETRY_MAX_SECONDS="2",
+            WORKER_DRAIN_SECONDS="30",
+        )
+        return {**os.environ, **base, **extra}
+
+    def start(self, *args: str, **extra: str) -> WorkerProcess:
+        index = len(self.workers)
+        log = self.root / f"worker{index}.log"
+        tmp = Path(self.env(**extra)["WORKER_TMP_DIR"])
+        tmp.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run", *args],
+                cwd=ROOT, env=self.env(**extra), stdout=sink, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        worker = WorkerProcess(proc, log, tmp)
+        self.workers.append(worker)
+        return worker
+
+    def upload(self, path: Path, key: str) -> None:
+        self.aws.client("s3").upload_file(str(path), self.aws.bucket, key)
+
+    def enqueue(self, job_id: str, key: str, *, queue: str = "cpu", **fields: Any) -> dict[str, Any]:
+        message = {
+            "jobId": job_id, "taskType": "UPSCALE", "sourceS3Key": key, "status": "QUEUED",
+            "parameters": {"scaleFactor": 2, "model": "realesr-animevideov3"}, **fields,
+        }  # fmt: skip
+        self.send_raw(json.dumps(message), queue=queue)
+        return message
+
+    def send_raw(self, body: str, *, queue: str = "cpu") -> None:
+        self.aws.client("sqs").send_message(QueueUrl=self.aws.queues[queue], MessageBody=body)
+
+    def queue_counts(self, name: str, *, dead: bool = False) -> tuple[int, int]:
+        """(visible, in flight) messages of queue ``name`` (or its DLQ)."""
+        url = (self.aws.dead_letters if dead else self.aws.queues)[name]
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        found = self.aws.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+        return int(found[names[0]]), int(found[names[1]])
+
+    def keys(self, prefix: str = "processed/") -> list[str]:
+        listing = self.aws.client("s3").list_objects_v2(Bucket=self.aws.bucket, Prefix=prefix)
+        return sorted(item["Key"] for item in listing.get("Contents", []))
+
+    def wait_for_status(self, job_id: str, status: str, timeout: float = 90) -> dict[str, Any]:
+        found = self.receiver.wait_for(
+            lambda item: item.body.get("jobId") == job_id and item.body.get("status") == status, timeout
+        )
+        if found is None:
+            logs = "\n".join(worker.text()[-3000:] for worker in self.workers)
+            raise AssertionError(f"no {status} callback for {job_id}; got {self.receiver.of(job_id)}\n{logs}")
+        return found.body
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def processes_using(path: Path) -> list[str]:
+    """Command lines of live processes that mention ``path`` (an ffmpeg left on a job dir)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(path) in command and state != "Z" and "pytest" not in command:
+            found.append(command)
+    return found

@@ -1,0 +1,152 @@
+"""The daemon end to end: a real subprocess, moto's server, a callback receiver, real ffmpeg and weights."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from tests.clips import ffprobe, stream
+from tests.conftest import Clips
+from tests.worker.harness import Stack, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def test_happy_path_signed_callbacks_output_and_result_record(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("audio"), "uploads/u1/clip.mp4")
+    stack.enqueue("job-1", "uploads/u1/clip.mp4", userId=7)
+    worker = stack.start()
+    done = stack.wait_for_status("job-1", "COMPLETED")
+    key = "processed/upscaled/job-1/clip_upscaled.mp4"
+    assert done["outputS3Key"] == key and done["outputBucket"] == stack.aws.bucket
+    assert done["metadata"]["frameCount"] == 10 and done["metadata"]["width"] == 128
+    assert done["downloadUrl"].startswith(stack.proxy.endpoint) and "Signature" in done["downloadUrl"]
+    assert stack.keys() == [key, "processed/upscaled/job-1/result.json"]
+    assert all(item.signature_ok for item in stack.receiver.of("job-1"))
+    events = [item.headers["X-Event-Id"] for item in stack.receiver.of("job-1")]
+    assert len(set(events)) == len(events)
+    assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 10)
+    local = stack.root / "out.mp4"
+    stack.aws.client("s3").download_file(stack.aws.bucket, key, str(local))
+    video = stream(ffprobe(local, count=True), "video")
+    assert video is not None and int(video["nb_read_frames"]) == 10
+    assert worker.stop() == 0
+
+
+def test_cpu_host_leaves_the_gpu_queue_alone_and_gpu_jobs_fall_back_when_served(
+    stack: Stack, clips: Clips
+) -> None:
+    stack.upload(clips("silent"), "uploads/a.mp4")
+    stack.enqueue("gpu-job", "uploads/a.mp4", queue="gpu")
+    stack.enqueue("cpu-job", "uploads/a.mp4", queue="cpu")
+    worker = stack.start()
+    stack.wait_for_status("cpu-job", "COMPLETED")
+    assert stack.queue_counts("gpu") == (1, 0)  # WORKER_QUEUES=cpu: never touched
+    worker.stop()
+    stack.start(WORKER_QUEUES="gpu,cpu")
+    done = stack.wait_for_status("gpu-job", "COMPLETED")
+    assert done["metadata"]["device"] == "cpu"
+    assert any("CUDA is not available" in warning for warning in done["metadata"]["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("body", "job_id", "code"),
+    [
+        ("{not json", None, None),
+        (json.dumps({"jobId": "bad-task", "taskType": "TRANSCODE", "sourceS3Key": "uploads/x.mp4"}),
+         "bad-task", "INPUT_INVALID"),
+        (json.dumps({"jobId": "no-source", "taskType": "UPSCALE", "sourceS3Key": "uploads/missing.mp4",
+                     "parameters": {"model": "realesr-animevideov3"}}), "no-source", "SOURCE_NOT_FOUND"),
+        (json.dumps({"jobId": "escape", "taskType": "UPSCALE", "sourceS3Key": "../../etc/passwd"}),
+         "escape", "INPUT_INVALID"),
+        (json.dumps({"jobId": "other-bucket", "taskType": "UPSCALE", "sourceS3Key": "a.mp4",
+                     "sourceBucket": "someone-elses", "parameters": {"model": "realesr-animevideov3"}}),
+         "other-bucket", "INPUT_INVALID"),
+        (json.dumps({"jobId": "bad-scale", "taskType": "UPSCALE", "sourceS3Key": "a.mp4",
+                     "parameters": {"scaleFactor": 3}}), "bad-scale", "INPUT_INVALID"),
+    ],
+)  # fmt: skip
+def test_permanent_failures_are_not_retried(
+    stack: Stack, body: str, job_id: str | None, code: str | None
+) -> None:
+    stack.send_raw(body)
+    worker = stack.start()
+    if job_id is not None:
+        failed = stack.wait_for_status(job_id, "FAILED")
+        assert failed["errorCode"] == code and failed["retryable"] is False and failed["errorMessage"]
+    assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 15), "message not deleted"
+    assert stack.queue_counts("cpu", dead=True) == (0, 0)
+    assert stack.keys() == []
+    if job_id is None:
+        assert wait_until(lambda: "refused message" in worker.text(), 10)
+        assert stack.receiver.received == []
+
+
+def test_transient_s3_errors_are_retried_then_succeed(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("audio"), "uploads/flaky.mp4")
+    stack.proxy.fail(lambda method, path: method == "GET" and "/uploads/flaky.mp4" in path, budget=6)
+    stack.enqueue("flaky", "uploads/flaky.mp4")
+    worker = stack.start()
+    done = stack.wait_for_status("flaky", "COMPLETED", timeout=120)
+    assert done["attempt"] >= 2 and stack.proxy.failed == 6  # botocore's own retries use some of the 6
+    assert stack.receiver.of("flaky", "FAILED") == []
+    assert "STORAGE_ERROR" in worker.text()
+
+
+def test_repeated_transient_failure_ends_in_the_dead_letter_queue(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("audio"), "uploads/never.mp4")
+    stack.proxy.fail(lambda method, path: method == "GET" and "/uploads/never.mp4" in path, budget=10_000)
+    stack.enqueue("never", "uploads/never.mp4")
+    stack.start()
+    failed = stack.wait_for_status("never", "FAILED", timeout=120)
+    assert failed["attempt"] == 3 and failed["retryable"] is True and failed["errorCode"] == "STORAGE_ERROR"
+    assert wait_until(lambda: stack.queue_counts("cpu", dead=True)[0] == 1, 30)
+    assert stack.keys() == []
+
+
+def test_refused_callback_target_fails_the_job_without_calling_it(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("audio"), "uploads/c.mp4")
+    stack.enqueue("ssrf", "uploads/c.mp4", callbackUrl="http://169.254.169.254/latest/meta-data/")
+    worker = stack.start()
+    assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 20)
+    assert stack.receiver.received == [] and stack.keys() == []
+    assert "CALLBACK_REFUSED" in worker.text()
+
+
+def test_backend_cancel_stops_the_job(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("clip60"), "uploads/long.mp4")
+    stack.receiver.answer = lambda body: (409, {}) if body.get("status") == "PROCESSING" else (200, {})
+    stack.enqueue("cancel-me", "uploads/long.mp4")
+    stack.start()
+    cancelled = stack.wait_for_status("cancel-me", "CANCELLED")
+    assert cancelled["errorCode"] == "CANCELLED"
+    assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 15)
+    assert stack.keys() == []
+
+
+def test_sigterm_drains_the_running_job_and_exits_zero(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("audio"), "uploads/d.mp4")
+    stack.enqueue("drain", "uploads/d.mp4")
+    worker = stack.start()
+    stack.wait_for_status("drain", "PROCESSING")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    stack.wait_for_status("drain", "COMPLETED", timeout=5)
+    assert stack.queue_counts("cpu") == (0, 0)
+
+
+def test_second_signal_aborts_and_releases_the_message(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("clip60"), "uploads/e.mp4")
+    stack.enqueue("abort", "uploads/e.mp4")
+    worker = stack.start()
+    stack.wait_for_status("abort", "PROCESSING")
+    worker.signal(signal.SIGTERM)
+    assert wait_until(lambda: "received SIGTERM" in worker.text(), 10)  # two at once would coalesce
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    assert "releasing the message" in worker.text()
+    assert stack.receiver.of("abort", "COMPLETED") == [] and stack.receiver.of("abort", "FAILED") == []
+    assert wait_until(lambda: stack.queue_counts("cpu") == (1, 0), 10), stack.queue_counts("cpu")
+    assert stack.keys() == []
