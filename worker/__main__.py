@@ -81,7 +81,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         resources=Resources(tools=Tools(ffmpeg=settings.ffmpeg, ffprobe=settings.ffprobe), store=store,
                             engines=EngineCache(store)),
     )  # fmt: skip
-    health = HealthServer(settings.health_port, lambda: _health(worker, settings)).start()
+    device = _device_report(settings)  # once: /health must stay cheap
+    health = HealthServer(settings.health_port, lambda: {**_health(worker), **device}).start()
+    log.info("health and metrics on port %d", health.port)
 
     def on_signal(number: int, frame: FrameType | None) -> None:
         log.warning("received %s", signal.Signals(number).name)
@@ -102,14 +104,13 @@ def _served(settings: Settings) -> tuple[str, ...]:
     return settings.queues
 
 
-def _health(worker: Any, settings: Settings) -> dict[str, Any]:
+def _health(worker: Any) -> dict[str, Any]:
     current = worker.current
     return {
-        "status": "stopping" if worker._stopping.is_set() else "ok",
+        "status": "stopping" if worker.stopping else "ok",
         "queues": list(worker.consumer.queues),
         "currentJob": None if current is None else {"jobId": current.job_id, "task": current.task},
         "jobsDone": worker.jobs_done,
-        **_device_report(settings),
     }
 
 

@@ -10,6 +10,7 @@ the queue before the output is in S3 and ``result.json`` records it.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -36,6 +37,15 @@ SOURCE_NAME = "source"
 """The downloaded source inside a job dir; never a name taken from the message."""
 
 EVENTS = uuid.UUID("5c1b2d54-8a43-4c1e-9a55-2f7e1d0c9b11")
+
+
+def remove_orphans(tmp_dir: Path) -> None:
+    """Remove the scratch dirs of workers that died without cleaning up (SIGKILL, power loss)."""
+    for scratch in tmp_dir.glob("worker-*"):
+        pid = scratch.name.removeprefix("worker-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            log.warning("removing %s, left by a worker that is gone", scratch)
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def event_id(job_id: str, status: Status, attempt: int = 0) -> str:
@@ -77,8 +87,13 @@ class Worker:
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self._limits: dict[str, int | None] = {}
+        self.scratch = settings.tmp_dir / f"worker-{os.getpid()}"
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def stop(self, *, cold: bool = False) -> None:
         """Warm stop: receive nothing more, let the running job drain. Cold (or a second call): abort it."""
@@ -100,6 +115,14 @@ class Worker:
 
     def run(self, max_jobs: int | None = None) -> int:
         """Work until stopped (or ``max_jobs`` messages handled); returns the number handled."""
+        remove_orphans(self.settings.tmp_dir)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._loop(max_jobs)
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _loop(self, max_jobs: int | None) -> int:
         self._limits = self.consumer.max_receives()
         log.info("consuming %s (max receives %s)", ", ".join(self.consumer.queues), self._limits)
         handled = 0
@@ -178,7 +201,7 @@ class Worker:
     def _process(
         self, received: Received, job: Job, task: Task[Any], params: Any, key: str, callback: str | None
     ) -> dict[str, Any]:
-        work = Path(tempfile.mkdtemp(prefix="job-", dir=self.settings.tmp_dir))
+        work = Path(tempfile.mkdtemp(prefix="job-", dir=self.scratch))
         channel = self.notifier.progress_channel(callback, job_id=job.job_id) if callback else None
         try:
             source = work / SOURCE_NAME

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import urllib.request
+from typing import Any
 
 import pytest
 
@@ -150,3 +152,79 @@ def test_second_signal_aborts_and_releases_the_message(stack: Stack, clips: Clip
     assert stack.receiver.of("abort", "COMPLETED") == [] and stack.receiver.of("abort", "FAILED") == []
     assert wait_until(lambda: stack.queue_counts("cpu") == (1, 0), 10), stack.queue_counts("cpu")
     assert stack.keys() == []
+
+
+def test_sigkill_mid_job_is_redelivered_and_finished_once(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("clip60"), "uploads/k.mp4")
+    stack.enqueue("killed", "uploads/k.mp4")
+    first = stack.start()
+    stack.wait_for_status("killed", "PROCESSING")
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    second = stack.start()  # also removes the dead worker's scratch dir
+    done = stack.wait_for_status("killed", "COMPLETED", timeout=120)
+    assert done["attempt"] == 2
+    assert len(stack.receiver.of("killed", "COMPLETED")) == 1
+    assert stack.keys() == [
+        "processed/upscaled/killed/k_upscaled.mp4",
+        "processed/upscaled/killed/result.json",
+    ]
+    assert "left by a worker that is gone" in second.text()
+
+
+def test_redelivery_after_upload_resends_the_completion_without_reprocessing(
+    stack: Stack, clips: Clips
+) -> None:
+    """What a worker killed between upload and delete leaves behind: the output and result.json."""
+    stack.upload(clips("audio"), "uploads/r.mp4")
+    stack.enqueue("finished", "uploads/r.mp4")
+    worker = stack.start()
+    first = stack.wait_for_status("finished", "COMPLETED")
+    worker.stop()
+    stack.enqueue("finished", "uploads/r.mp4")  # the same message, delivered again
+    again = stack.start()
+    assert wait_until(lambda: len(stack.receiver.of("finished", "COMPLETED")) == 2, 60)
+    resent = stack.receiver.of("finished", "COMPLETED")
+    assert resent[0].headers["X-Event-Id"] == resent[1].headers["X-Event-Id"]
+    assert resent[1].body["metadata"] == first["metadata"]
+    assert "re-sending the completion" in again.text() and "upscaling" not in again.text()
+    assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 10)
+
+
+def test_two_workers_and_a_job_longer_than_the_visibility_timeout_each_job_once(
+    stack: Stack, clips: Clips
+) -> None:
+    stack.upload(clips("clip60"), "uploads/long.mp4")
+    stack.upload(clips("audio"), "uploads/short.mp4")
+    stack.enqueue("long", "uploads/long.mp4")  # ~10 s of work against a 4 s visibility timeout
+    for index in range(3):
+        stack.enqueue(f"short-{index}", "uploads/short.mp4")
+    workers = [stack.start(), stack.start()]
+    for job in ("long", "short-0", "short-1", "short-2"):
+        stack.wait_for_status(job, "COMPLETED", timeout=120)
+    assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 15)
+    for job in ("long", "short-0", "short-1", "short-2"):
+        assert len(stack.receiver.of(job, "COMPLETED")) == 1
+    started = sum(worker.text().count("received UPSCALE") for worker in workers)
+    assert started == 4, "a job was run twice"
+
+
+def test_health_and_metrics_endpoints(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("audio"), "uploads/h.mp4")
+    stack.enqueue("health", "uploads/h.mp4")
+    worker = stack.start()
+    stack.wait_for_status("health", "COMPLETED")
+    assert wait_until(lambda: "health and metrics on port" in worker.text(), 10)
+    port = int(worker.text().split("health and metrics on port ")[1].split()[0])
+
+    def health() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as reply:
+            found: dict[str, Any] = json.loads(reply.read())
+            return found
+
+    assert wait_until(lambda: health()["jobsDone"] == 1, 10)  # the callback goes out just before the delete
+    assert health()["status"] == "ok" and health()["device"] == "cpu" and health()["currentJob"] is None
+    assert health()["ffmpeg"].startswith("ffmpeg version") and health()["nvenc"] is False
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        metrics = reply.read().decode()
+    assert 'vidworker_jobs_total{outcome="COMPLETED",task="UPSCALE"} 1.0' in metrics
