@@ -123,12 +123,14 @@ class Worker:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def _loop(self, max_jobs: int | None) -> int:
-        self._limits = self.consumer.max_receives()
-        log.info("consuming %s (max receives %s)", ", ".join(self.consumer.queues), self._limits)
+        log.info("consuming %s", ", ".join(self.consumer.queues))
         handled = 0
         failures = 0
         while not self._stopping.is_set() and (max_jobs is None or handled < max_jobs):
             try:
+                if not self._limits:  # the queues' redrive limits, read once SQS answers
+                    self._limits = self.consumer.max_receives()
+                    log.info("max receives before the dead-letter queue: %s", self._limits)
                 received = self.consumer.receive()
                 failures = 0
             except Exception as error:  # SQS unreachable: back off, never busy-loop

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import urllib.request
 from typing import Any
 
@@ -228,3 +229,43 @@ def test_health_and_metrics_endpoints(stack: Stack, clips: Clips) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         metrics = reply.read().decode()
     assert 'vidworker_jobs_total{outcome="COMPLETED",task="UPSCALE"} 1.0' in metrics
+
+
+def test_sqs_outage_backs_off_without_a_busy_loop_then_recovers(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("audio"), "uploads/o.mp4")
+    stack.enqueue("outage", "uploads/o.mp4")
+    stack.proxy.fail(lambda method, path: method == "POST" and path == "/", budget=10_000)  # every SQS call
+    worker = stack.start()
+    assert wait_until(lambda: "receive failed" in worker.text(), 30)
+    before = len(stack.proxy.seen)
+    time.sleep(4)
+    assert len(stack.proxy.seen) - before < 20, "busy loop against an unreachable SQS"
+    stack.proxy.fail(lambda method, path: False, budget=0)
+    stack.wait_for_status("outage", "COMPLETED", timeout=120)
+
+
+def test_callback_endpoint_down_keeps_the_output_and_settles_the_message(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("audio"), "uploads/cb.mp4")
+    stack.receiver.answer = lambda body: (500, {})
+    stack.enqueue("cb-down", "uploads/cb.mp4")
+    worker = stack.start()
+    assert wait_until(lambda: "completion callback not delivered" in worker.text(), 90), worker.text()[-2000:]
+    assert 2 <= len(stack.receiver.of("cb-down", "COMPLETED")) <= 5  # bounded retries
+    assert stack.keys() == [
+        "processed/upscaled/cb-down/cb_upscaled.mp4",
+        "processed/upscaled/cb-down/result.json",
+    ]
+    assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 10)
+
+
+def test_json_logs_carry_the_job_id(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("audio"), "uploads/j.mp4")
+    stack.enqueue("logged", "uploads/j.mp4")
+    worker = stack.start(LOG_FORMAT="json")
+    stack.wait_for_status("logged", "COMPLETED")
+    worker.stop()
+    records = [json.loads(line) for line in worker.text().splitlines() if line.startswith("{")]
+    mine = [record for record in records if record["job_id"] == "logged"]
+    assert any("completed" in record["message"] for record in mine)
+    assert all({"time", "level", "logger", "message"} <= record.keys() for record in records)
+    assert "s3cret-for-tests" not in worker.text()
