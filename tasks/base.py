@@ -98,6 +98,13 @@ class TaskResult:
         }
 
 
+def problems(error: ValidationError, root: str) -> str:
+    """One line naming each invalid field (``root`` for the object itself) and why."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or root}: {item['msg']}" for item in error.errors()
+    )
+
+
 P = TypeVar("P", bound=BaseModel)
 
 
@@ -112,11 +119,7 @@ class Task(abc.ABC, Generic[P]):
         try:
             return self.params_model.model_validate(dict(raw or {}))  # type: ignore[return-value]
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in item['loc']) or 'parameters'}: {item['msg']}"
-                for item in error.errors()
-            )
-            raise InvalidParameters(f"{self.name} parameters: {problems}") from None
+            raise InvalidParameters(f"{self.name} parameters: {problems(error, 'parameters')}") from None
 
     @abc.abstractmethod
     def run(self, source: Path, params: P, context: TaskContext) -> TaskResult:

@@ -42,6 +42,7 @@ RECIPES: dict[str, list[str]] = {
     "audio_only": ["-f", "lavfi", "-i", SINE, "-c:a", "aac", "-f", "mp4"],
     "faststart": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=3", "-c:v", "libx264", "-pix_fmt", "yuv420p",
                   "-movflags", "+faststart"],
+    "clip20": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=20", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
     "clip60": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=60", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
 }  # fmt: skip
 

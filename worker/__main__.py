@@ -169,7 +169,10 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     parameters: dict[str, Any] = {}
     for item in args.param:
         name, _, value = item.partition("=")
-        parameters[name] = json.loads(value) if value[:1] in '0123456789-[{tf"' else value
+        try:
+            parameters[name] = json.loads(value)
+        except ValueError:
+            parameters[name] = value  # plain text: resolution=1920x1080, style=fancy
     message = {
         "jobId": args.job_id or str(uuid.uuid4()),
         "taskType": args.task,

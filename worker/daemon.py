@@ -23,6 +23,7 @@ from typing import Any
 from tasks import TASKS, Cancelled, Progress, Resources, Task, TaskContext, TaskRegistry, TaskResult
 from worker import metrics
 from worker.consumer import Consumer, Received
+from worker.errors import OutputTaken
 from worker.heartbeat import Heartbeat
 from worker.logs import job_context
 from worker.message import BadMessage, Callback, Job, Metadata, Status, decode
@@ -142,6 +143,9 @@ class Worker:
                 continue
             if received is None:
                 continue
+            if self._stopping.is_set():  # arrived during the last long poll: not ours to start
+                self.consumer.release(received, 0)
+                break
             self.handle(received)
             handled += 1
         log.info("stopped after %d messages", handled)
@@ -193,9 +197,11 @@ class Worker:
 
     def _already_done(self, received: Received, job: Job, key: str, callback: str | None) -> bool:
         """A redelivered job whose result is recorded: re-send its completion, delete, do not rerun."""
-        record = self.storage.read_result(result_key(key))
+        record = self.storage.read_result(result_key(key, job.job_id))
         if record is None:
             return False
+        if record.get("jobId") != job.job_id or record.get("outputS3Key") != key:
+            raise OutputTaken(f"{key} is already the recorded output of job {record.get('jobId')!r}")
         log.info("result.json exists for %s; re-sending the completion instead of reprocessing", key)
         self._publish(received, job, record, callback)
         return True
@@ -220,7 +226,7 @@ class Worker:
             result = task.run(source, params, context)
             size = self.storage.upload(result.output, key)
             record = self._completion(job, received, key, size, result)
-            self.storage.write_result(result_key(key), record)
+            self.storage.write_result(result_key(key, job.job_id), record)
             return record
         finally:
             if channel is not None:

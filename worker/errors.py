@@ -33,6 +33,13 @@ class SourceTooLarge(WorkerError):
     retryable = False
 
 
+class OutputTaken(WorkerError):
+    """The requested output key already holds another job's recorded result."""
+
+    code = "INPUT_INVALID"
+    retryable = False
+
+
 class StorageUnavailable(WorkerError):
     """S3 failed in a way another attempt may not (5xx, throttling, network)."""
 

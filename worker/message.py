@@ -33,7 +33,7 @@ class BadMessage(Exception):
 
 def _both(name: str) -> AliasChoices:
     """Accept ``name`` in snake_case and in Jackson's camelCase."""
-    return AliasChoices(name, to_camel(name))
+    return AliasChoices(to_camel(name), name)  # camelCase first: errors name Spring's spelling
 
 
 class Job(BaseModel):
@@ -44,9 +44,9 @@ class Job(BaseModel):
     job_id: str = Field(validation_alias=_both("job_id"), min_length=1, max_length=128)
     user_id: str | None = Field(None, validation_alias=_both("user_id"))
     task_type: str = Field(validation_alias=_both("task_type"), min_length=1, max_length=64)
-    source_s3_key: str = Field(validation_alias=AliasChoices("source_s3_key", "sourceS3Key"), min_length=1)
+    source_s3_key: str = Field(validation_alias=AliasChoices("sourceS3Key", "source_s3_key"), min_length=1)
     source_bucket: str | None = Field(None, validation_alias=_both("source_bucket"))
-    output_s3_key: str | None = Field(None, validation_alias=AliasChoices("output_s3_key", "outputS3Key"))
+    output_s3_key: str | None = Field(None, validation_alias=AliasChoices("outputS3Key", "output_s3_key"))
     callback_url: str | None = Field(None, validation_alias=_both("callback_url"), max_length=2048)
     parameters: dict[str, Any] = Field(default_factory=dict)
 
@@ -83,6 +83,16 @@ class Job(BaseModel):
         return name.rsplit(".", 1)[0] if "." in name[1:] else name
 
 
+def problems(error: ValidationError, root: str) -> str:
+    """One line naming each invalid field (``root`` for the object itself) and why.
+
+    (As ``tasks.base.problems``; kept here so that handling messages does not import torch.)
+    """
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or root}: {item['msg']}" for item in error.errors()
+    )
+
+
 def decode(body: str) -> Job:
     """A message body → :class:`Job`, or :class:`BadMessage` with what could be recovered."""
     try:
@@ -94,14 +104,10 @@ def decode(body: str) -> Job:
     try:
         return Job.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'message'}: {item['msg']}"
-            for item in error.errors()
-        )
         job_id = raw.get("jobId", raw.get("job_id"))
         callback = raw.get("callbackUrl", raw.get("callback_url"))
         raise BadMessage(
-            f"invalid job message: {problems}",
+            f"invalid job message: {problems(error, 'message')}",
             job_id=str(job_id) if isinstance(job_id, str | int) and not isinstance(job_id, bool) else None,
             callback_url=callback if isinstance(callback, str) else None,
         ) from None

@@ -121,8 +121,9 @@ def load(env: Mapping[str, str] | None = None, *, cuda: bool = False) -> Setting
             raise ConfigError(f"BACKEND_CALLBACK_URL={callback!r} is not an http(s) URL")
         allowed_hosts |= {parts.hostname.lower()}
     queues = _queues(env, cuda)
-    if "gpu" in queues and gpu_url is None and _text(env, "WORKER_QUEUES") is None:
-        queues = tuple(queue for queue in queues if queue != "gpu")
+    if _text(env, "WORKER_QUEUES") is None:  # the default: the host's queues that are configured
+        urls = {"gpu": gpu_url, "cpu": cpu_url}
+        queues = tuple(queue for queue in queues if urls[queue] is not None) or queues
     log_format = (_text(env, "LOG_FORMAT") or "text").lower()
     if log_format not in ("text", "json"):
         raise ConfigError(f"LOG_FORMAT={log_format!r}: expected text or json")
@@ -151,7 +152,7 @@ def load(env: Mapping[str, str] | None = None, *, cuda: bool = False) -> Setting
         log_format=log_format,
         wait_seconds=int(_number(env, "WORKER_WAIT_SECONDS", 20, 0, 20)),
         visibility_timeout=int(_number(env, "WORKER_VISIBILITY_TIMEOUT", 300, 1, 43200)),
-        heartbeat_seconds=_number(env, "WORKER_HEARTBEAT_SECONDS", 60, 1, 3600),
+        heartbeat_seconds=_number(env, "WORKER_HEARTBEAT_SECONDS", 60, 0.1, 3600),
         max_attempts=int(_number(env, "WORKER_MAX_ATTEMPTS", 3, 1, 100)),
         retry_base_seconds=_number(env, "WORKER_RETRY_BASE_SECONDS", 30, 0, 43200),
         retry_max_seconds=_number(env, "WORKER_RETRY_MAX_SECONDS", 900, 0, 43200),

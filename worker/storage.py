@@ -8,6 +8,7 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
+from boto3.exceptions import RetriesExceededError, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -29,9 +30,17 @@ def output_key(task_type: str, job_id: str, stem: str, requested: str | None) ->
     return f"processed/{folder}/{job_id}/{stem}_{folder}.mp4"
 
 
-def result_key(output: str) -> str:
-    """``result.json`` beside the output: the job's completion record and idempotency marker."""
-    return posixpath.join(posixpath.dirname(output), "result.json")
+def result_key(output: str, job_id: str | None = None) -> str:
+    """The job's completion record and idempotency marker, beside its output.
+
+    ``{folder}/result.json`` when the output sits in a folder of the job's own
+    (the default keys), else ``{output}.result.json``, so that two jobs writing
+    into one shared folder never share a marker.
+    """
+    folder = posixpath.dirname(output)
+    if job_id is not None and posixpath.basename(folder) == job_id:
+        return posixpath.join(folder, "result.json")
+    return f"{output}.result.json"
 
 
 def _code(error: ClientError) -> str:
@@ -80,7 +89,7 @@ class Storage:
                     f"s3://{bucket}/{key} not found or not readable ({_code(error)})"
                 ) from None
             raise StorageUnavailable(f"download of s3://{bucket}/{key} failed: {error}") from error
-        except BotoCoreError as error:
+        except (BotoCoreError, RetriesExceededError) as error:
             raise StorageUnavailable(f"download of s3://{bucket}/{key} failed: {error}") from error
         return size
 
@@ -89,7 +98,7 @@ class Storage:
         extra = {"ContentType": "video/mp4", "ChecksumAlgorithm": "SHA256"}
         try:
             self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=self.transfer)
-        except (ClientError, BotoCoreError) as error:
+        except (ClientError, BotoCoreError, S3UploadFailedError) as error:
             raise StorageUnavailable(f"upload to s3://{self.bucket}/{key} failed: {error}") from error
         return path.stat().st_size
 

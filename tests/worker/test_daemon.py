@@ -119,7 +119,7 @@ def test_refused_callback_target_fails_the_job_without_calling_it(stack: Stack, 
 
 
 def test_backend_cancel_stops_the_job(stack: Stack, clips: Clips) -> None:
-    stack.upload(clips("clip60"), "uploads/long.mp4")
+    stack.upload(clips("clip20"), "uploads/long.mp4")
     stack.receiver.answer = lambda body: (409, {}) if body.get("status") == "PROCESSING" else (200, {})
     stack.enqueue("cancel-me", "uploads/long.mp4")
     stack.start()
@@ -141,7 +141,7 @@ def test_sigterm_drains_the_running_job_and_exits_zero(stack: Stack, clips: Clip
 
 
 def test_second_signal_aborts_and_releases_the_message(stack: Stack, clips: Clips) -> None:
-    stack.upload(clips("clip60"), "uploads/e.mp4")
+    stack.upload(clips("clip20"), "uploads/e.mp4")
     stack.enqueue("abort", "uploads/e.mp4")
     worker = stack.start()
     stack.wait_for_status("abort", "PROCESSING")
@@ -156,7 +156,7 @@ def test_second_signal_aborts_and_releases_the_message(stack: Stack, clips: Clip
 
 
 def test_sigkill_mid_job_is_redelivered_and_finished_once(stack: Stack, clips: Clips) -> None:
-    stack.upload(clips("clip60"), "uploads/k.mp4")
+    stack.upload(clips("clip20"), "uploads/k.mp4")
     stack.enqueue("killed", "uploads/k.mp4")
     first = stack.start()
     stack.wait_for_status("killed", "PROCESSING")
@@ -195,12 +195,13 @@ def test_redelivery_after_upload_resends_the_completion_without_reprocessing(
 def test_two_workers_and_a_job_longer_than_the_visibility_timeout_each_job_once(
     stack: Stack, clips: Clips
 ) -> None:
-    stack.upload(clips("clip60"), "uploads/long.mp4")
+    stack.upload(clips("clip20"), "uploads/long.mp4")
     stack.upload(clips("audio"), "uploads/short.mp4")
-    stack.enqueue("long", "uploads/long.mp4")  # ~10 s of work against a 4 s visibility timeout
+    stack.enqueue("long", "uploads/long.mp4")  # ~4 s of work against a 2 s visibility timeout
     for index in range(3):
         stack.enqueue(f"short-{index}", "uploads/short.mp4")
-    workers = [stack.start(), stack.start()]
+    short_visibility = {"WORKER_VISIBILITY_TIMEOUT": "2", "WORKER_HEARTBEAT_SECONDS": "0.5"}
+    workers = [stack.start(**short_visibility), stack.start(**short_visibility)]
     for job in ("long", "short-0", "short-1", "short-2"):
         stack.wait_for_status(job, "COMPLETED", timeout=120)
     assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 15)
@@ -269,3 +270,16 @@ def test_json_logs_carry_the_job_id(stack: Stack, clips: Clips) -> None:
     assert any("completed" in record["message"] for record in mine)
     assert all({"time", "level", "logger", "message"} <= record.keys() for record in records)
     assert "s3cret-for-tests" not in worker.text()
+
+
+def test_a_requested_output_key_holding_another_jobs_result_is_refused(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("audio"), "uploads/s.mp4")
+    stack.enqueue("first", "uploads/s.mp4", outputS3Key="exports/shared.mp4")
+    worker = stack.start()
+    stack.wait_for_status("first", "COMPLETED")
+    stack.enqueue("second", "uploads/s.mp4", outputS3Key="exports/shared.mp4")
+    failed = stack.wait_for_status("second", "FAILED")
+    assert failed["errorCode"] == "INPUT_INVALID" and "first" in failed["errorMessage"]
+    assert stack.keys("exports/") == ["exports/shared.mp4", "exports/shared.mp4.result.json"]
+    assert len(stack.receiver.of("first", "COMPLETED")) == 1
+    worker.stop()

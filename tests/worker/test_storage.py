@@ -1,0 +1,222 @@
+"""S3 through moto's server: keys, the bucket allowlist, download/upload, result.json and presigned links."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from tests.worker.harness import FaultProxy
+from worker.embedded import CREDENTIALS, REGION, EmbeddedAWS
+from worker.errors import BucketNotAllowed, SourceNotFound, SourceTooLarge, StorageUnavailable
+from worker.storage import Storage, output_key, result_key
+
+MiB = 1024**2
+
+
+@pytest.fixture
+def bucket(moto_server: EmbeddedAWS) -> str:
+    name = f"st-{uuid.uuid4().hex[:12]}"
+    moto_server.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def s3(moto_server: EmbeddedAWS) -> Any:
+    return moto_server.client("s3")
+
+
+@pytest.fixture
+def storage(s3: Any, bucket: str) -> Storage:
+    return Storage(
+        s3, bucket=bucket, allowed_buckets=frozenset({bucket, "archive"}), multipart_threshold=5 * MiB
+    )
+
+
+def quick_client(endpoint: str) -> Any:
+    """An S3 client that gives up at once: one attempt, one-second timeouts."""
+    return boto3.session.Session(
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=REGION,
+    ).client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1, "mode": "standard"}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"),
+    [
+        ("UPSCALE", "processed/upscaled/j1/clip_upscaled.mp4"),
+        ("upscale", "processed/upscaled/j1/clip_upscaled.mp4"),
+        ("CAPTION_RENDER", "processed/captioned/j1/clip_captioned.mp4"),
+        ("VISUALIZE", "processed/visualized/j1/clip_visualized.mp4"),
+    ],
+)
+def test_default_output_keys(task: str, expected: str) -> None:
+    assert output_key(task, "j1", "clip", None) == expected
+    assert output_key(task, "j1", "clip", "") == expected
+
+
+def test_requested_output_key_is_kept() -> None:
+    assert output_key("UPSCALE", "j1", "clip", "exports/j1/final.mp4") == "exports/j1/final.mp4"
+
+
+def test_result_key_is_beside_the_output() -> None:
+    """In the job's own folder (default keys): result.json; elsewhere: named after the output."""
+    assert result_key("processed/upscaled/j1/clip_upscaled.mp4", "j1") == "processed/upscaled/j1/result.json"
+    assert result_key("exports/j1/final.mp4", "j1") == "exports/j1/result.json"
+    assert result_key("exports/shared/final.mp4", "j1") == "exports/shared/final.mp4.result.json"
+
+
+def test_result_keys_of_different_outputs_differ() -> None:
+    assert result_key("exports/a.mp4", "j1") != result_key("exports/b.mp4", "j2")
+    assert result_key("a.mp4", "j1") != result_key("b.mp4", "j2")
+
+
+def test_source_bucket_allowlist(storage: Storage, bucket: str) -> None:
+    assert storage.source_bucket(None) == bucket
+    assert storage.source_bucket("") == bucket
+    assert storage.source_bucket("archive") == "archive"
+    assert storage.source_bucket("ARCHIVE") == "ARCHIVE"
+    with pytest.raises(BucketNotAllowed, match="other-bucket") as caught:
+        storage.source_bucket("other-bucket")
+    assert (caught.value.code, caught.value.retryable) == ("INPUT_INVALID", False)
+
+
+def test_download_round_trip(storage: Storage, s3: Any, bucket: str, tmp_path: Path) -> None:
+    data = os.urandom(4096)
+    s3.put_object(Bucket=bucket, Key="uploads/u1/clip.mp4", Body=data)
+    target = tmp_path / "source"
+    assert storage.download(bucket, "uploads/u1/clip.mp4", target) == len(data)
+    assert target.read_bytes() == data
+
+
+@pytest.mark.parametrize("missing", ["key", "bucket"])
+def test_download_of_a_missing_source(storage: Storage, bucket: str, tmp_path: Path, missing: str) -> None:
+    where = (bucket, "uploads/nope.mp4") if missing == "key" else (f"gone-{uuid.uuid4().hex[:8]}", "a.mp4")
+    with pytest.raises(SourceNotFound, match="not found") as caught:
+        storage.download(*where, tmp_path / "source")
+    assert (caught.value.code, caught.value.retryable) == ("SOURCE_NOT_FOUND", False)
+    assert not (tmp_path / "source").exists()
+
+
+def test_download_size_limit(s3: Any, bucket: str, tmp_path: Path) -> None:
+    s3.put_object(Bucket=bucket, Key="big.mp4", Body=b"x" * 2000)
+    limited = Storage(s3, bucket=bucket, allowed_buckets=frozenset({bucket}), max_source_bytes=1999)
+    with pytest.raises(SourceTooLarge, match="2000") as caught:
+        limited.download(bucket, "big.mp4", tmp_path / "source")
+    assert (caught.value.code, caught.value.retryable) == ("MEDIA_LIMIT_EXCEEDED", False)
+    assert not (tmp_path / "source").exists()
+    exact = Storage(s3, bucket=bucket, allowed_buckets=frozenset({bucket}), max_source_bytes=2000)
+    assert exact.download(bucket, "big.mp4", tmp_path / "source") == 2000
+
+
+def test_multipart_upload_round_trip_with_checksum(
+    storage: Storage, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(12 * MiB)
+    path = tmp_path / "output.mp4"
+    path.write_bytes(data)
+    assert storage.upload(path, "processed/upscaled/j1/clip_upscaled.mp4") == len(data)
+    head = s3.head_object(
+        Bucket=bucket, Key="processed/upscaled/j1/clip_upscaled.mp4", ChecksumMode="ENABLED"
+    )
+    assert head["ContentLength"] == len(data)
+    assert head["ContentType"] == "video/mp4"
+    assert "-" in head["ETag"], "not a multipart upload"
+    assert len(base64.b64decode(head["ChecksumSHA256"].split("-")[0])) == 32
+    body = s3.get_object(Bucket=bucket, Key="processed/upscaled/j1/clip_upscaled.mp4")["Body"].read()
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
+def test_small_upload_is_single_part_with_checksum(
+    storage: Storage, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(1000)
+    path = tmp_path / "output.mp4"
+    path.write_bytes(data)
+    storage.upload(path, "out/small.mp4")
+    head = s3.head_object(Bucket=bucket, Key="out/small.mp4", ChecksumMode="ENABLED")
+    assert "-" not in head["ETag"]
+    assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def test_result_is_written_once(storage: Storage) -> None:
+    key = "processed/upscaled/j1/result.json"
+    assert storage.read_result(key) is None
+    first = {"jobId": "j1", "status": "COMPLETED", "fileSize": 10}
+    assert storage.write_result(key, first) is True
+    assert storage.write_result(key, {"jobId": "j1", "status": "COMPLETED", "fileSize": 99}) is False
+    assert storage.read_result(key) == first
+
+
+def test_presigned_url_downloads_the_object(storage: Storage, s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="processed/a b/ü.mp4", Body=b"payload")
+    url = storage.presign("processed/a b/ü.mp4")
+    assert url.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        assert reply.read() == b"payload"
+
+
+def test_presign_lifetime_is_configurable(s3: Any, bucket: str) -> None:
+    short = Storage(s3, bucket=bucket, allowed_buckets=frozenset({bucket}), presign_seconds=60)
+    query = parse_qs(urlsplit(short.presign("x.mp4")).query)
+    if "X-Amz-Expires" in query:  # SigV4
+        assert query["X-Amz-Expires"] == ["60"]
+    else:  # SigV2: an absolute epoch
+        assert abs(int(query["Expires"][0]) - (time.time() + 60)) < 30
+
+
+def test_unreachable_endpoint_is_a_retryable_storage_error(tmp_path: Path) -> None:
+    storage = Storage(quick_client("http://127.0.0.1:9"), bucket="b", allowed_buckets=frozenset({"b"}))
+    path = tmp_path / "output.mp4"
+    path.write_bytes(b"x" * 100)
+    calls = [
+        lambda: storage.download("b", "k.mp4", tmp_path / "source"),
+        lambda: storage.upload(path, "k.mp4"),
+        lambda: storage.read_result("result.json"),
+        lambda: storage.write_result("result.json", {}),
+    ]
+    for call in calls:
+        with pytest.raises(StorageUnavailable) as caught:
+            call()
+        assert (caught.value.code, caught.value.retryable) == ("STORAGE_ERROR", True)
+
+
+@pytest.fixture
+def failing_puts(moto_server: EmbeddedAWS) -> Iterator[FaultProxy]:
+    """A proxy to moto that answers every PUT with a 503 SlowDown."""
+    proxy = FaultProxy(moto_server.endpoint)
+    proxy.fail(lambda method, path: method == "PUT", 10**6)
+    yield proxy
+    proxy.stop()
+
+
+def test_server_errors_on_result_write_are_storage_errors(failing_puts: FaultProxy, bucket: str) -> None:
+    storage = Storage(quick_client(failing_puts.endpoint), bucket=bucket, allowed_buckets=frozenset({bucket}))
+    with pytest.raises(StorageUnavailable, match="SlowDown"):
+        storage.write_result("result.json", {})
+
+
+def test_server_errors_on_upload_are_storage_errors(
+    failing_puts: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    storage = Storage(quick_client(failing_puts.endpoint), bucket=bucket, allowed_buckets=frozenset({bucket}))
+    path = tmp_path / "output.mp4"
+    path.write_bytes(b"x" * 100)
+    with pytest.raises(StorageUnavailable):
+        storage.upload(path, "processed/upscaled/j1/clip_upscaled.mp4")
