@@ -283,3 +283,15 @@ def test_a_requested_output_key_holding_another_jobs_result_is_refused(stack: St
     assert stack.keys("exports/") == ["exports/shared.mp4", "exports/shared.mp4.result.json"]
     assert len(stack.receiver.of("first", "COMPLETED")) == 1
     worker.stop()
+
+
+def test_a_job_outliving_the_drain_time_is_aborted_and_released(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("clip20"), "uploads/slow.mp4")
+    stack.enqueue("slow", "uploads/slow.mp4")
+    worker = stack.start(WORKER_DRAIN_SECONDS="1")
+    stack.wait_for_status("slow", "PROCESSING")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    assert "drain time of 1 s is over" in worker.text() and "releasing the message" in worker.text()
+    assert stack.receiver.of("slow", "COMPLETED") == [] and stack.receiver.of("slow", "FAILED") == []
+    assert wait_until(lambda: stack.queue_counts("cpu") == (1, 0), 10)
