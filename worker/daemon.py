@@ -177,11 +177,14 @@ class Worker:
                 return
             self.current = Current(job.job_id, task.name, received.queue)
             with Heartbeat(
-                self.consumer.sqs, received.queue_url, received.receipt,
-                interval=self.settings.heartbeat_seconds, extend_to=self.settings.visibility_timeout,
-            ):  # fmt: skip
+                self.consumer.sqs,
+                received.queue_url,
+                received.receipt,
+                interval=self.settings.heartbeat_seconds,
+                extend_to=self.settings.visibility_timeout,
+            ):  # fmt: skip  (the callback's retries stay covered too)
                 record = self._process(received, job, task, params, key, callback)
-            self._publish(received, job, record, callback)
+                self._publish(received, job, record, callback)
             metrics.JOBS.labels(task.name, "COMPLETED").inc()
         except Exception as error:
             self._settle_failure(received, job, callback, error)
