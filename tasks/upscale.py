@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from media import FrameReader, FrameWriter, MediaInfo, choose_encoder, probe
+from media.captions import ass_filter, parse_scenario, prepare_fonts, to_ass
 from media.errors import DecodeFailed, FrameCountMismatch
 from models import DEFAULT_MODEL, MODELS, InferenceFailed, ModelError, Upscaler, UpscalerConfig
 from tasks.base import Progress, Task, TaskContext, TaskResult
@@ -39,6 +40,9 @@ class UpscaleParams(BaseModel):
     )
     codec: Literal["h264", "hevc"] | None = None
     quality: int = Field(23, ge=0, le=51, description="CRF (x264/x265) or CQ (NVENC)")
+    captions: dict[str, Any] | None = Field(
+        None, description="a caption scenario burned in during the encode"
+    )
 
     @field_validator("device", mode="before")
     @classmethod
@@ -78,11 +82,12 @@ class UpscaleTask(Task[UpscaleParams]):
             info.frames, params.scale_factor, engine.device, engine.spec.name, encoder.name,
         )  # fmt: skip
         target = context.work_dir / OUTPUT_NAME
+        filters = _caption_filters(params.captions, width, height, context.work_dir)
         with (
             FrameReader(info, resources.tools) as reader,
             FrameWriter(
                 target, width=width, height=height, fps=info.fps, encoder=encoder, tools=resources.tools,
-                quality=params.quality, color=info.color, audio_from=info,
+                quality=params.quality, color=info.color, audio_from=info, filters=filters,
             ) as writer,
         ):  # fmt: skip
 
@@ -130,6 +135,21 @@ class UpscaleTask(Task[UpscaleParams]):
         return UpscalerConfig(
             model=params.model, scale=params.scale_factor, device=params.device, tile=params.tile
         )
+
+
+def _caption_filters(raw: dict[str, Any] | None, width: int, height: int, work_dir: Path) -> tuple[str, ...]:
+    """The ``ass`` filter for ``raw``'s captions at the output size, or nothing.
+
+    Validated and with its fonts checked before anything is decoded; the
+    captions are drawn on the upscaled RGB frames inside the one encode.
+    """
+    if raw is None:
+        return ()
+    scenario = parse_scenario(raw)
+    fonts = prepare_fonts(scenario, work_dir / "fonts")
+    script = work_dir / "captions.ass"
+    script.write_text(to_ass(scenario, width, height), encoding="utf-8")
+    return (ass_filter(script, fonts),)
 
 
 def _infer(engine: Upscaler, frames: np.ndarray) -> np.ndarray:

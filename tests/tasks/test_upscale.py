@@ -15,6 +15,7 @@ from media import Tools, probe
 from media.reader import decode_all
 from models import WeightStore
 from tasks import Cancelled, EngineCache, Progress, Resources, TaskContext, UpscaleTask
+from tasks.upscale import OUTPUT_NAME as OUTPUT
 from tests.clips import ffprobe, stream
 from tests.conftest import Clips
 from tests.procs import children
@@ -249,3 +250,42 @@ def audio_md5(path: Path) -> str:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return done.stdout.strip()
+
+
+def test_captions_are_burned_in_during_the_upscale_encode(
+    clips: Clips, work_dir: Path, resources: Resources
+) -> None:
+    """One output file with the audio and the captions, drawn at the output size only while the cue runs."""
+    scenario = {
+        "style": {
+            "font": "Noto Sans CJK KR",
+            "size": 20,
+            "color": "#FFFFFF",
+            "position": "bottom",
+            "marginY": 4,
+        },
+        "cues": [{"start": 0.3, "end": 0.7, "text": "안녕하세요 hello"}],
+    }
+    plain, _ = upscale(clips("audio"), work_dir, resources, scale_factor=2)
+    plain_frames = decode_all(probe(plain.output, Tools()), Tools()).astype(np.int16)
+    captioned_dir = work_dir / "captioned"
+    captioned_dir.mkdir()
+    result, _ = upscale(clips("audio"), captioned_dir, resources, scale_factor=2, captions=scenario)
+    assert result.audio and result.frame_count == 10 and (result.width, result.height) == (128, 72)
+    frames = decode_all(probe(result.output, Tools()), Tools()).astype(np.int16)
+    bottom = np.abs(frames - plain_frames)[:, 48:].mean(axis=(1, 2, 3))  # per frame, lower third
+    active = [index for index in range(10) if 0.3 <= index / 10 < 0.7]
+    assert all(bottom[index] > 5 for index in active), bottom
+    assert all(bottom[index] < 1 for index in range(10) if index not in active and index not in (2, 7)), (
+        bottom
+    )
+
+
+def test_invalid_captions_are_refused_before_any_decode(
+    clips: Clips, work_dir: Path, resources: Resources
+) -> None:
+    bad = {"cues": [{"start": 2.0, "end": 1.0, "text": "x"}]}
+    with pytest.raises(Exception) as caught:
+        upscale(clips("audio"), work_dir, resources, scale_factor=2, captions=bad)
+    assert getattr(caught.value, "code", None) == "INPUT_INVALID" and "cues[0]" in str(caught.value)
+    assert not (work_dir / OUTPUT).exists()
