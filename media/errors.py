@@ -67,10 +67,3 @@ class ToolUnavailable(MediaError):
 
     code = "FFMPEG_UNAVAILABLE"
     retryable = True
-
-
-class Aborted(MediaError):
-    """The pipe was torn down on purpose (cancel, shutdown, a failure elsewhere)."""
-
-    code = "ABORTED"
-    retryable = True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from types import TracebackType
 
@@ -105,6 +104,6 @@ def decode_all(info: MediaInfo, tools: Tools) -> np.ndarray:
     """Every frame of ``info`` in one array; for tests and benchmarks on short clips."""
     with FrameReader(info, tools) as reader:
         batches = list(reader.batches(64))
-    with contextlib.suppress(ValueError):
-        return np.concatenate(batches)
-    return np.empty((0, info.height, info.width, 3), dtype=np.uint8)
+    if not batches:
+        return np.empty((0, info.height, info.width, 3), dtype=np.uint8)
+    return np.concatenate(batches)

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +60,6 @@ class Current:
 
     job_id: str
     task: str
-    queue: str
-    started: float = field(default_factory=time.monotonic)
 
 
 class Worker:
@@ -175,7 +173,7 @@ class Worker:
             key = output_key(task.name, job.job_id, job.stem, job.output_s3_key)
             if self._already_done(received, job, key, callback):
                 return
-            self.current = Current(job.job_id, task.name, received.queue)
+            self.current = Current(job.job_id, task.name)
             with Heartbeat(
                 self.consumer.sqs,
                 received.queue_url,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry()
 
@@ -16,4 +16,3 @@ JOB_SECONDS = Histogram(
     registry=REGISTRY,
 )
 RECEIVE_ERRORS = Counter("vidworker_receive_errors", "Failed SQS receive calls", registry=REGISTRY)
-BUSY = Gauge("vidworker_busy", "1 while a job runs", registry=REGISTRY)
