@@ -41,7 +41,7 @@ def _settings() -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from media import Tools
+    from media import MediaLimits, Tools
     from models import MODELS, WeightStore
     from tasks import EngineCache, Resources
     from worker.consumer import Consumer
@@ -79,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             allow_private=settings.callback_allow_private,
         ),
         resources=Resources(tools=Tools(ffmpeg=settings.ffmpeg, ffprobe=settings.ffprobe), store=store,
-                            engines=EngineCache(store)),
+                            engines=EngineCache(store),
+                            limits=MediaLimits(max_file_bytes=settings.max_source_bytes)),
     )  # fmt: skip
     device = _device_report(settings)  # once: /health must stay cheap
     health = HealthServer(settings.health_port, lambda: {**_health(worker), **device}).start()
