@@ -31,10 +31,10 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -146,6 +146,9 @@ class Style(_Model):
         if override is None:
             return self
         return self.model_copy(update=override.model_dump(exclude_none=True))
+
+
+_StyleT = TypeVar("_StyleT", Style, StyleOverride)
 
 
 class Word(_Model):
@@ -451,6 +454,17 @@ def _timestamp(centiseconds: int) -> str:
     hours, rest = divmod(centiseconds, 360_000)
     minutes, rest = divmod(rest, 6000)
     return f"{hours}:{minutes:02d}:{rest // 100:02d}.{rest % 100:02d}"
+
+
+def recolored(scenario: Scenario, convert: Callable[[str], str]) -> Scenario:
+    """``scenario`` with every colour (scenario style and cue overrides) passed through ``convert``."""
+
+    def style(model: _StyleT) -> _StyleT:
+        update = {name: convert(value) for name, value in model if name.endswith("color") and value}
+        return model.model_copy(update=update)
+
+    cues = [cue.model_copy(update={"style": style(cue.style)}) if cue.style else cue for cue in scenario.cues]
+    return scenario.model_copy(update={"style": style(scenario.style), "cues": cues})
 
 
 # --- fonts and the ffmpeg filter ------------------------------------------------------------------

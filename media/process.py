@@ -115,6 +115,18 @@ class Child:
                 filled += count
         return filled
 
+    def read_line(self) -> bytes:
+        """One line from stdout (with its ``\\n``), ``b""`` at end of stream; for ``-progress pipe:1``."""
+        stream = self._pipe(self.proc.stdout)
+        line = bytearray()
+        with self.blocking():
+            while not line.endswith(b"\n"):
+                chunk = stream.read(1)
+                if not chunk:
+                    break
+                line += chunk
+        return bytes(line)
+
     def write(self, data: memoryview | bytes) -> None:
         """Write all of ``data`` to stdin; raises ``BrokenPipeError`` if the child is gone.
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from media import MediaLimits, Tools
 from models import WeightStore
 from tasks.engines import EngineCache
-from tasks.errors import InvalidParameters
+from tasks.errors import Cancelled, InvalidParameters
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,27 @@ class TaskContext:
     resources: Resources
     progress: Callable[[Progress], None] = _no_progress
     cancelled: Callable[[], bool] = _never_cancelled
+    inputs: Mapping[str, Path] = field(default_factory=dict)
+    """The files of :meth:`Task.attachments`, by name, already fetched (in ``work_dir``)."""
+
+    def input(self, name: str) -> Path:
+        """The fetched attachment ``name``; a task asks only for those it declared."""
+        path = self.inputs.get(name)
+        if path is None:
+            raise InvalidParameters(f"the input {name!r} was not provided")
+        return path
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A second input a job names in its parameters (an S3 key in the source's bucket).
+
+    The worker fetches it to ``work_dir/name`` (a fixed name, never the key's)
+    before :meth:`Task.run`, refusing it above ``max_bytes``.
+    """
+
+    key: str
+    max_bytes: int
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,13 @@ class TaskResult:
         }
 
 
+def report_progress(context: TaskContext, done: int, total: int) -> None:
+    """Report ``done`` of about ``total`` frames; raises :class:`Cancelled` once the job is cancelled."""
+    if context.cancelled():
+        raise Cancelled("the job was cancelled")
+    context.progress(Progress(done, max(total, done)))
+
+
 def problems(error: ValidationError, root: str) -> str:
     """One line naming each invalid field (``root`` for the object itself) and why."""
     return "; ".join(
@@ -120,6 +148,10 @@ class Task(abc.ABC, Generic[P]):
             return self.params_model.model_validate(dict(raw or {}))  # type: ignore[return-value]
         except ValidationError as error:
             raise InvalidParameters(f"{self.name} parameters: {problems(error, 'parameters')}") from None
+
+    def attachments(self, params: P) -> Mapping[str, Attachment]:
+        """Files besides the source that ``params`` names, by the local name the task reads them as."""
+        return {}
 
     @abc.abstractmethod
     def run(self, source: Path, params: P, context: TaskContext) -> TaskResult:

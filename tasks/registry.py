@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tasks.base import Task
+from tasks.captions import CaptionRenderTask
 from tasks.errors import UnknownTask
 from tasks.upscale import UpscaleTask
 
@@ -38,3 +39,4 @@ class TaskRegistry:
 
 TASKS = TaskRegistry()
 TASKS.add(UpscaleTask())
+TASKS.add(CaptionRenderTask())

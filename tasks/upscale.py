@@ -11,12 +11,13 @@ import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from media import FrameReader, FrameWriter, MediaInfo, choose_encoder, probe
-from media.captions import ass_filter, parse_scenario, prepare_fonts, to_ass
+from media.captions import parse_scenario
 from media.errors import DecodeFailed, FrameCountMismatch
 from models import DEFAULT_MODEL, MODELS, InferenceFailed, ModelError, Upscaler, UpscalerConfig
-from tasks.base import Progress, Task, TaskContext, TaskResult
+from tasks.base import Progress, Task, TaskContext, TaskResult, report_progress
+from tasks.captions import caption_filter
 from tasks.engines import EngineCache
-from tasks.errors import Cancelled, InvalidParameters
+from tasks.errors import InvalidParameters
 from tasks.stream import run_stream
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,9 @@ class UpscaleTask(Task[UpscaleParams]):
             info.frames, params.scale_factor, engine.device, engine.spec.name, encoder.name,
         )  # fmt: skip
         target = context.work_dir / OUTPUT_NAME
-        filters = _caption_filters(params.captions, width, height, context.work_dir)
+        filters: tuple[str, ...] = ()
+        if params.captions is not None:  # validated and fonts checked before anything is decoded
+            filters = (caption_filter(parse_scenario(params.captions), width, height, context.work_dir),)
         with (
             FrameReader(info, resources.tools) as reader,
             FrameWriter(
@@ -100,7 +103,7 @@ class UpscaleTask(Task[UpscaleParams]):
                 lambda frames: _infer(engine, frames),
                 writer.write,
                 abort=abort,
-                after_batch=lambda done: _report(context, done, info.frames),
+                after_batch=lambda done: report_progress(context, done, info.frames),
             )
             _check_complete(info, reader.frames_read, writer.frames_written)
             output = writer.finish()
@@ -137,21 +140,6 @@ class UpscaleTask(Task[UpscaleParams]):
         )
 
 
-def _caption_filters(raw: dict[str, Any] | None, width: int, height: int, work_dir: Path) -> tuple[str, ...]:
-    """The ``ass`` filter for ``raw``'s captions at the output size, or nothing.
-
-    Validated and with its fonts checked before anything is decoded; the
-    captions are drawn on the upscaled RGB frames inside the one encode.
-    """
-    if raw is None:
-        return ()
-    scenario = parse_scenario(raw)
-    fonts = prepare_fonts(scenario, work_dir / "fonts")
-    script = work_dir / "captions.ass"
-    script.write_text(to_ass(scenario, width, height), encoding="utf-8")
-    return (ass_filter(script, fonts),)
-
-
 def _infer(engine: Upscaler, frames: np.ndarray) -> np.ndarray:
     """The engine over one batch; anything but our own errors becomes :class:`InferenceFailed`."""
     try:
@@ -160,12 +148,6 @@ def _infer(engine: Upscaler, frames: np.ndarray) -> np.ndarray:
         raise
     except Exception as error:
         raise InferenceFailed(f"inference failed: {type(error).__name__}: {error}") from error
-
-
-def _report(context: TaskContext, done: int, total: int) -> None:
-    if context.cancelled():
-        raise Cancelled("the job was cancelled")
-    context.progress(Progress(done, max(total, done)))
 
 
 def _check_complete(info: MediaInfo, read: int, written: int) -> None:
