@@ -20,13 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks import TASKS, Cancelled, Progress, Resources, Task, TaskContext, TaskRegistry, TaskResult
+from tasks import (
+    TASKS,
+    Cancelled,
+    InvalidParameters,
+    Progress,
+    Resources,
+    Task,
+    TaskContext,
+    TaskRegistry,
+    TaskResult,
+)
 from worker import metrics
 from worker.consumer import Consumer, Received
 from worker.errors import OutputTaken
 from worker.heartbeat import Heartbeat
 from worker.logs import job_context
-from worker.message import BadMessage, Callback, Job, Metadata, Status, decode
+from worker.message import BadMessage, Callback, Job, Metadata, Status, check_key, decode
 from worker.notify import CallbackRefused, Notifier, ProgressChannel
 from worker.retries import Action, decide, describe
 from worker.settings import Settings
@@ -215,10 +225,12 @@ class Worker:
         try:
             source = work / SOURCE_NAME
             bucket = self.storage.source_bucket(job.source_bucket)
+            inputs = self._fetch_attachments(task, params, bucket, work)
             self.storage.download(bucket, job.source_s3_key, source)
             context = TaskContext(
                 work_dir=work,
                 resources=self.resources,
+                inputs=inputs,
                 progress=lambda update: self._progress(job, received, channel, update),
                 cancelled=lambda: (
                     self._abort.is_set() or (channel is not None and channel.cancelled.is_set())
@@ -233,6 +245,19 @@ class Worker:
             if channel is not None:
                 channel.close()
             shutil.rmtree(work, ignore_errors=True)
+
+    def _fetch_attachments(self, task: Task[Any], params: Any, bucket: str, work: Path) -> dict[str, Path]:
+        """Download the files the job's parameters name (a scenario, a cover) beside the source."""
+        inputs: dict[str, Path] = {}
+        for name, attachment in task.attachments(params).items():
+            try:
+                check_key(attachment.key)
+            except ValueError as error:
+                raise InvalidParameters(f"{task.name} parameters: {name} key {error}") from None
+            path = work / name
+            self.storage.download(bucket, attachment.key, path, max_bytes=attachment.max_bytes)
+            inputs[name] = path
+        return inputs
 
     def _progress(
         self, job: Job, received: Received, channel: ProgressChannel | None, update: Progress

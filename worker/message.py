@@ -36,6 +36,16 @@ def _both(name: str) -> AliasChoices:
     return AliasChoices(to_camel(name), name)  # camelCase first: errors name Spring's spelling
 
 
+def check_key(value: str) -> str:
+    """``value`` if it is a safe S3 key: relative, no ``..`` or empty segments, at most 1024 bytes."""
+    parts = value.split("/")
+    if value.startswith("/") or ".." in parts or "" in parts[:-1] or not parts[-1] or "\x00" in value:
+        raise ValueError("must be a relative S3 key without '..' or empty segments")
+    if len(value.encode()) > 1024:
+        raise ValueError("is longer than 1024 bytes")
+    return value
+
+
 class Job(BaseModel):
     """One decoded message. Unknown top-level fields (``status``…) are ignored."""
 
@@ -67,14 +77,7 @@ class Job(BaseModel):
     @field_validator("source_s3_key", "output_s3_key")
     @classmethod
     def _safe_key(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        parts = value.split("/")
-        if value.startswith("/") or ".." in parts or "" in parts[:-1] or not parts[-1] or "\x00" in value:
-            raise ValueError("must be a relative S3 key without '..' or empty segments")
-        if len(value.encode()) > 1024:
-            raise ValueError("is longer than 1024 bytes")
-        return value
+        return None if value is None else check_key(value)
 
     @property
     def stem(self) -> str:

@@ -75,13 +75,17 @@ class Storage:
             raise BucketNotAllowed(f"bucket {bucket!r} is not in ALLOWED_BUCKETS")
         return bucket
 
-    def download(self, bucket: str, key: str, target: Path) -> int:
-        """Fetch ``s3://bucket/key`` to ``target`` (a fixed name in the job dir); returns its size."""
+    def download(self, bucket: str, key: str, target: Path, *, max_bytes: int | None = None) -> int:
+        """Fetch ``s3://bucket/key`` to ``target`` (a fixed name in the job dir); returns its size.
+
+        Refused above ``max_bytes`` (default: the source limit) before anything is fetched.
+        """
+        limit = self.max_source_bytes if max_bytes is None else min(max_bytes, self.max_source_bytes)
         try:
             head = self.client.head_object(Bucket=bucket, Key=key)
             size = int(head["ContentLength"])
-            if size > self.max_source_bytes:
-                raise SourceTooLarge(f"source is {size} bytes; the limit is {self.max_source_bytes}")
+            if size > limit:
+                raise SourceTooLarge(f"s3://{bucket}/{key} is {size} bytes; the limit is {limit}")
             self.client.download_file(bucket, key, str(target), Config=self.transfer)
         except ClientError as error:
             if _code(error) in NOT_FOUND:

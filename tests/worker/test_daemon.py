@@ -295,3 +295,41 @@ def test_a_job_outliving_the_drain_time_is_aborted_and_released(stack: Stack, cl
     assert "drain time of 1 s is over" in worker.text() and "releasing the message" in worker.text()
     assert stack.receiver.of("slow", "COMPLETED") == [] and stack.receiver.of("slow", "FAILED") == []
     assert wait_until(lambda: stack.queue_counts("cpu") == (1, 0), 10)
+
+
+def test_caption_jobs_fetch_their_scenario_and_bad_ones_are_refused(stack: Stack, clips: Clips) -> None:
+    scenario = {"cues": [{"start": 0.0, "end": 1.0, "text": "안녕하세요 hello", "animation": "fade"}]}
+    stack.upload(clips("audio"), "uploads/talk.mp4")
+    stack.aws.client("s3").put_object(
+        Bucket=stack.aws.bucket, Key="scenarios/talk.json", Body=json.dumps(scenario).encode()
+    )
+    captions = {"taskType": "CAPTION_RENDER"}
+    stack.enqueue(
+        "cap-s3", "uploads/talk.mp4", **captions, parameters={"scenarioS3Key": "scenarios/talk.json"}
+    )
+    stack.enqueue("cap-inline", "uploads/talk.mp4", **captions, parameters={"scenario": scenario,
+                  "options": {"width": 128}})  # fmt: skip
+    stack.enqueue("cap-escape", "uploads/talk.mp4", **captions, parameters={"scenarioS3Key": "../etc/passwd"})
+    stack.enqueue(
+        "cap-missing", "uploads/talk.mp4", **captions, parameters={"scenarioS3Key": "scenarios/no.json"}
+    )
+    stack.enqueue("cap-invalid", "uploads/talk.mp4", **captions,
+                  parameters={"scenario": {"cues": [{"start": 2, "end": 1, "text": "x"}]}})  # fmt: skip
+    worker = stack.start()
+    from_s3 = stack.wait_for_status("cap-s3", "COMPLETED")
+    assert from_s3["outputS3Key"] == "processed/captioned/cap-s3/talk_captioned.mp4"
+    assert from_s3["metadata"]["frameCount"] == 10 and from_s3["metadata"]["audio"] is True
+    assert "model" not in from_s3["metadata"] and from_s3["metadata"]["encoder"] == "libx264"
+    inline = stack.wait_for_status("cap-inline", "COMPLETED")
+    assert (inline["metadata"]["width"], inline["metadata"]["height"]) == (128, 72)
+    for job_id, code in (("cap-escape", "INPUT_INVALID"), ("cap-missing", "SOURCE_NOT_FOUND"),
+                         ("cap-invalid", "INPUT_INVALID")):  # fmt: skip
+        failed = stack.wait_for_status(job_id, "FAILED")
+        assert failed["errorCode"] == code and failed["retryable"] is False, failed
+    assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 15)
+    assert stack.keys() == [
+        "processed/captioned/cap-inline/result.json", "processed/captioned/cap-inline/talk_captioned.mp4",
+        "processed/captioned/cap-s3/result.json", "processed/captioned/cap-s3/talk_captioned.mp4",
+    ]  # fmt: skip
+    assert "cues[0].end" in stack.wait_for_status("cap-invalid", "FAILED")["errorMessage"]
+    assert worker.stop() == 0
