@@ -165,8 +165,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_enqueue(args: argparse.Namespace) -> int:
     settings = load(cuda=False)
     sqs, s3 = _clients(settings)
+    bucket = args.bucket or settings.bucket
     if args.upload is not None:
-        s3.upload_file(str(args.upload), args.bucket or settings.bucket, args.source)
+        s3.upload_file(str(args.upload), bucket, args.source)
+    for item in args.attach:  # a scenario or a cover the parameters name
+        key, _, path = item.partition("=")
+        s3.upload_file(path, bucket, key)
     parameters: dict[str, Any] = {}
     for item in args.param:
         name, _, value = item.partition("=")
@@ -206,6 +210,10 @@ def parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--task", default="UPSCALE")
     enqueue.add_argument("--source", required=True, help="source S3 key")
     enqueue.add_argument("--upload", type=Path, help="upload this local file to the source key first")
+    enqueue.add_argument(
+        "--attach", action="append", default=[], metavar="KEY=FILE",
+        help="upload FILE to KEY too (a scenarioS3Key, a coverS3Key)",
+    )  # fmt: skip
     enqueue.add_argument("--bucket", help="source bucket (default S3_BUCKET_NAME)")
     enqueue.add_argument("--job-id")
     enqueue.add_argument("--callback-url")

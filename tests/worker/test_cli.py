@@ -133,6 +133,7 @@ def launch(cli: Cli) -> None:
     stacks = {name: cli.fresh_aws() for name in ENQUEUES + CHECKS + ("run-refused",)}
     clip = cli.folder("enqueue-upload") / "clip.mp4"
     clip.write_bytes(os.urandom(10_000))
+    clip.with_suffix(".json").write_text('{"cues": []}')
     altered = cli.folder("run-refused") / "weights"
     altered.mkdir()
     (altered / "realesr-animevideov3.pth").write_bytes(b"not the released weights" * 100)
@@ -153,7 +154,8 @@ def launch(cli: Cli) -> None:
         ),
         "enqueue-upload": (
             ("enqueue", "--queue", "gpu", "--task", "CAPTION_RENDER", "--source", "uploads/u1/clip.mp4",
-             "--upload", str(clip), "--callback-url", "http://127.0.0.1:1/cb"),
+             "--upload", str(clip), "--callback-url", "http://127.0.0.1:1/cb",
+             "--attach", f"scenarios/s.json={clip.with_suffix('.json')}"),
             {},
         ),
         "enqueue-text": (
@@ -226,6 +228,8 @@ def test_enqueue_upload_puts_the_file_at_the_source_key_first(cli: Cli) -> None:
     assert done.returncode == 0, done.output
     stored = aws.client("s3").get_object(Bucket=aws.bucket, Key="uploads/u1/clip.mp4")["Body"].read()
     assert stored == (cli.folder("enqueue-upload") / "clip.mp4").read_bytes()
+    attached = aws.client("s3").get_object(Bucket=aws.bucket, Key="scenarios/s.json")["Body"].read()
+    assert attached == b'{"cues": []}'
     [message] = receive_all(aws, "gpu")
     assert message["taskType"] == "CAPTION_RENDER"
     assert message["sourceS3Key"] == "uploads/u1/clip.mp4"
