@@ -22,17 +22,14 @@ from media.errors import DecodeFailed, EncodeFailed, FrameCountMismatch
 from media.probe import MediaInfo, input_args
 from media.process import Child
 from media.tools import Tools
-from media.writer import MP4_AUDIO_COPY, Encoder, Output, count_frames
+from media.writer import MP4_AUDIO_COPY, Encoder, Output, count_frames, partial_path
+
+__all__ = ["Frame", "burn_command", "finish_output", "partial_path", "run_render"]
 
 log = logging.getLogger(__name__)
 
 PROGRESS_PERIOD = 0.5
 """Seconds between ffmpeg's progress reports."""
-
-
-def partial_path(path: Path) -> Path:
-    """Where an output is written until it is checked: ``name.partial.mp4``."""
-    return path.with_name(f"{path.stem}.partial{path.suffix}")
 
 
 def run_render(args: Sequence[str], *, tools: Tools, name: str, on_frames: Callable[[int], None]) -> None:

@@ -27,6 +27,11 @@ MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus"})
 """Source audio codecs muxed into MP4 as they are; anything else becomes AAC."""
 
 
+def partial_path(path: Path) -> Path:
+    """Where an output is written until it is checked: ``name.partial.mp4``."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
 @dataclass(frozen=True)
 class Encoder:
     """One ffmpeg video encoder and how to ask it for a quality level (CRF/CQ 0-51)."""
@@ -122,7 +127,7 @@ class FrameWriter:
         filters: tuple[str, ...] = (),
     ) -> None:
         self.path = path
-        self.partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+        self.partial = partial_path(path)
         self.width, self.height, self.fps = width, height, fps
         self.encoder = encoder
         self.tools = tools
