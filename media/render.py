@@ -20,7 +20,7 @@ from pathlib import Path
 from media.color import encoder_tags
 from media.errors import DecodeFailed, EncodeFailed, FrameCountMismatch
 from media.probe import MediaInfo, input_args
-from media.process import Child
+from media.process import STDERR_LINES, Child
 from media.tools import Tools
 from media.writer import MP4_AUDIO_COPY, Encoder, Output, count_frames, partial_path
 
@@ -31,13 +31,22 @@ log = logging.getLogger(__name__)
 PROGRESS_PERIOD = 0.5
 """Seconds between ffmpeg's progress reports."""
 
+SOURCE_ERRORS = (
+    "Error while decoding stream",
+    "Invalid data found when processing input",
+    "Cannot determine format of input stream",
+)
+"""ffmpeg 5.1's stderr when it fails on its input rather than in the encoder or muxer."""
+
 
 def run_render(args: Sequence[str], *, tools: Tools, name: str, on_frames: Callable[[int], None]) -> None:
     """Run the ffmpeg command ``args`` to completion, calling ``on_frames(encoded so far)`` as it goes.
 
     ``on_frames`` may raise (a cancelled job): ffmpeg and anything it started are
-    killed and the error propagates. A non-zero exit is :class:`EncodeFailed`
-    with ffmpeg's last error lines; a render that stops reporting for
+    killed and the error propagates. A non-zero exit is :class:`DecodeFailed`
+    when ffmpeg complained about its input (:data:`SOURCE_ERRORS`: a damaged
+    source, not worth a retry), else :class:`EncodeFailed`, with ffmpeg's last
+    error lines; a render that stops reporting for
     ``tools.stall_timeout`` seconds is :class:`~media.errors.MediaTimeout`.
     """
     command = [args[0], "-progress", "pipe:1", "-nostats", "-stats_period", str(PROGRESS_PERIOD), *args[1:]]
@@ -48,7 +57,10 @@ def run_render(args: Sequence[str], *, tools: Tools, name: str, on_frames: Calla
                 on_frames(int(value))
         status = child.finish()
         if status != 0:
-            raise EncodeFailed(f"{name} failed (exit status {status}): {child.stderr_tail()}")
+            message = f"{name} failed (exit status {status}): {child.stderr_tail()}"
+            if any(marker in child.stderr_tail(STDERR_LINES) for marker in SOURCE_ERRORS):
+                raise DecodeFailed(message)
+            raise EncodeFailed(message)
 
 
 def finish_output(path: Path, tools: Tools, encoder: Encoder, *, written: int, expected: int) -> Output:
@@ -87,16 +99,17 @@ class Frame:
         """The source scaled to ``width`` x ``height``, keeping its aspect ratio.
 
         Both given: fitted inside and letterboxed (never stretched, never cropped).
-        One given: the other follows the aspect ratio. None: the source size.
-        Odd canvas sides are padded up by one pixel.
+        One given: the other follows the aspect ratio, rounded to an even size (no
+        padding bar). None: the source size. Odd canvas sides (a source's, or one
+        asked for) are padded up by one pixel.
         """
         if width and height:
             scale = min(width / source_width, height / source_height)
             content = (_even(source_width * scale, width), _even(source_height * scale, height))
         elif width:
-            content = (width, max(2, round(source_height * width / source_width)))
+            content = (width, _even(source_height * width / source_width))
         elif height:
-            content = (max(2, round(source_width * height / source_height)), height)
+            content = (_even(source_width * height / source_height), height)
         else:
             content = (source_width, source_height)
         canvas = (width or content[0], height or content[1])
@@ -115,9 +128,10 @@ class Frame:
         return filters
 
 
-def _even(value: float, limit: int) -> int:
+def _even(value: float, limit: int | None = None) -> int:
     """``value`` rounded to an even number of pixels, at least 2 and at most ``limit``."""
-    return max(2, min(limit, 2 * round(value / 2)))
+    even = 2 * round(value / 2)
+    return max(2, even if limit is None else min(limit, even))
 
 
 def burn_command(

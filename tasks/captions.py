@@ -47,6 +47,13 @@ def caption_filter(scenario: Scenario, width: int, height: int, work_dir: Path) 
     return ass_filter(script, fonts)
 
 
+def frame_rate(value: float) -> Fraction:
+    """``value`` frames/s as an exact rate; the NTSC rates (29.97, 23.976, 59.94) as n x 1000/1001."""
+    exact = Fraction(value).limit_denominator(1001)
+    ntsc = Fraction(round(value * 1.001) * 1000, 1001)
+    return ntsc if exact.denominator > 1 and abs(float(ntsc) - value) < 0.005 else exact
+
+
 class RenderOptions(BaseModel):
     """``options``: output size (pixels; one side alone keeps the aspect ratio), rate (frames/s), CRF/CQ."""
 
@@ -99,7 +106,7 @@ class CaptionRenderTask(Task[CaptionParams]):
         # that they land right in the video's own matrix.
         scenario = recolored(scenario, lambda color: blend_color(color, info.color.space))
         captions = caption_filter(scenario, frame.width, frame.height, context.work_dir)
-        fps = Fraction(options.fps).limit_denominator(1001) if options.fps else None
+        fps = frame_rate(options.fps) if options.fps else None
         rate = fps or info.fps
         expected = max(1, round(info.duration * rate)) if fps or info.vfr else info.frames
         log.info(
