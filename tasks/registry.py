@@ -9,6 +9,7 @@ from tasks.base import Task
 from tasks.captions import CaptionRenderTask
 from tasks.errors import UnknownTask
 from tasks.upscale import UpscaleTask
+from tasks.visualize import VisualizeTask
 
 
 class TaskRegistry:
@@ -40,3 +41,4 @@ class TaskRegistry:
 TASKS = TaskRegistry()
 TASKS.add(UpscaleTask())
 TASKS.add(CaptionRenderTask())
+TASKS.add(VisualizeTask())

@@ -6,12 +6,14 @@ import json
 import signal
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.clips import ffprobe, stream
 from tests.conftest import Clips
+from tests.media.test_visualize import make_audio, make_cover
 from tests.worker.harness import Stack, wait_until
 
 pytestmark = pytest.mark.slow
@@ -297,9 +299,15 @@ def test_a_job_outliving_the_drain_time_is_aborted_and_released(stack: Stack, cl
     assert wait_until(lambda: stack.queue_counts("cpu") == (1, 0), 10)
 
 
-def test_caption_jobs_fetch_their_scenario_and_bad_ones_are_refused(stack: Stack, clips: Clips) -> None:
+def test_caption_and_visualizer_jobs_fetch_their_attachments_and_bad_ones_are_refused(
+    stack: Stack, clips: Clips, tmp_path: Path
+) -> None:
     scenario = {"cues": [{"start": 0.0, "end": 1.0, "text": "안녕하세요 hello", "animation": "fade"}]}
     stack.upload(clips("audio"), "uploads/talk.mp4")
+    stack.upload(make_audio("mp3", tmp_path, seconds=1.5), "uploads/song.mp3")
+    stack.upload(make_cover("png", tmp_path), "covers/song.png")
+    visualize = {"coverS3Key": "covers/song.png", "resolution": "320x180", "fps": 10}
+    stack.enqueue("vis", "uploads/song.mp3", taskType="VISUALIZE", parameters=visualize)
     stack.aws.client("s3").put_object(
         Bucket=stack.aws.bucket, Key="scenarios/talk.json", Body=json.dumps(scenario).encode()
     )
@@ -320,6 +328,10 @@ def test_caption_jobs_fetch_their_scenario_and_bad_ones_are_refused(stack: Stack
     assert from_s3["outputS3Key"] == "processed/captioned/cap-s3/talk_captioned.mp4"
     assert from_s3["metadata"]["frameCount"] == 10 and from_s3["metadata"]["audio"] is True
     assert "model" not in from_s3["metadata"] and from_s3["metadata"]["encoder"] == "libx264"
+    visualized = stack.wait_for_status("vis", "COMPLETED")
+    assert visualized["outputS3Key"] == "processed/visualized/vis/song_visualized.mp4"
+    assert (visualized["metadata"]["width"], visualized["metadata"]["height"]) == (320, 180)
+    assert abs(visualized["duration"] - 1.5) <= 0.15 and visualized["metadata"]["audio"] is True
     inline = stack.wait_for_status("cap-inline", "COMPLETED")
     assert (inline["metadata"]["width"], inline["metadata"]["height"]) == (128, 72)
     for job_id, code in (("cap-escape", "INPUT_INVALID"), ("cap-missing", "SOURCE_NOT_FOUND"),
@@ -330,6 +342,7 @@ def test_caption_jobs_fetch_their_scenario_and_bad_ones_are_refused(stack: Stack
     assert stack.keys() == [
         "processed/captioned/cap-inline/result.json", "processed/captioned/cap-inline/talk_captioned.mp4",
         "processed/captioned/cap-s3/result.json", "processed/captioned/cap-s3/talk_captioned.mp4",
+        "processed/visualized/vis/result.json", "processed/visualized/vis/song_visualized.mp4",
     ]  # fmt: skip
     assert "cues[0].end" in stack.wait_for_status("cap-invalid", "FAILED")["errorMessage"]
     assert worker.stop() == 0
