@@ -51,6 +51,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 bench: setup $(VENV)/.bench-installed
 	$(PY) -m bench.engine
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.captions
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
