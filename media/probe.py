@@ -162,7 +162,7 @@ def _describe(path: Path, demuxer: str, size: int, report: dict[str, Any]) -> Me
     rotation = _rotation(video)
     width, height = (coded_h, coded_w) if rotation % 180 else (coded_w, coded_h)
     fps, vfr = _frame_rate(video)
-    duration = _duration(video, report.get("format", {}))
+    duration = stream_duration(video, report.get("format", {}))
     declared = int(video.get("nb_frames") or 0)
     frames = declared if declared > 0 and not vfr else max(1, round(duration * fps))
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
@@ -233,8 +233,9 @@ def _frame_rate(video: dict[str, Any]) -> tuple[Fraction, bool]:
     return rate, base is not None and average is not None and abs(base - average) / base > 0.001
 
 
-def _duration(video: dict[str, Any], container: dict[str, Any]) -> float:
-    for source in (video, container):
+def stream_duration(stream: dict[str, Any], container: dict[str, Any]) -> float:
+    """Seconds, from the stream's own ffprobe entry else the container's; :class:`CorruptMedia` if neither."""
+    for source in (stream, container):
         try:
             value = float(source.get("duration", "nan"))
         except ValueError:

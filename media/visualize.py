@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from media.color import encoder_tags
 from media.errors import CorruptMedia, DecodeFailed, EncodeFailed, LimitExceeded, UnsupportedMedia
-from media.probe import MP4_BOXES, REFUSED_TEXT, Color, MediaLimits, input_args
+from media.probe import MP4_BOXES, REFUSED_TEXT, Color, MediaLimits, input_args, stream_duration
 from media.process import run_captured
 from media.render import partial_path
 from media.tools import Tools
@@ -132,21 +132,10 @@ def probe_audio(path: Path, tools: Tools, limits: MediaLimits | None = None) -> 
     if demuxer in ESTIMATED_DURATION:
         duration = _demuxed_duration(path, demuxer, tools)
     else:
-        duration = _duration(stream, report.get("format", {}))
+        duration = stream_duration(stream, report.get("format", {}))
     if duration > limits.max_duration:
         raise LimitExceeded(f"duration is {duration:.1f} s; the limit is {limits.max_duration:g} s")
     return AudioSource(path, demuxer, codec, duration, channels, rate)
-
-
-def _duration(stream: dict[str, Any], container: dict[str, Any]) -> float:
-    for source in (stream, container):
-        try:
-            value = float(source.get("duration", "nan"))
-        except ValueError:
-            continue
-        if value > 0:
-            return value
-    raise CorruptMedia("the audio has no duration")
 
 
 def _demuxed_duration(path: Path, demuxer: str, tools: Tools) -> float:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from media import MediaLimits, Tools
+from media import Encoder, MediaLimits, Output, Tools
+from media.render import finish_output, partial_path, run_render
 from models import WeightStore
 from tasks.engines import EngineCache
 from tasks.errors import Cancelled, InvalidParameters
@@ -124,6 +125,40 @@ def report_progress(context: TaskContext, done: int, total: int) -> None:
     if context.cancelled():
         raise Cancelled("the job was cancelled")
     context.progress(Progress(done, max(total, done)))
+
+
+def render_once(
+    command: Sequence[str],
+    target: Path,
+    encoder: Encoder,
+    context: TaskContext,
+    *,
+    name: str,
+    expected: int,
+    verify: Callable[[Path], int] | None = None,
+) -> Output:
+    """Run a one-pass ffmpeg render of ``target``, reporting progress against ``expected`` frames.
+
+    ``verify(partial file)``, when given, checks the file first and returns the
+    frame count it must hold (instead of ``expected``). Returns the checked
+    output; no ``.partial`` file outlives this, whatever happens.
+    """
+    tools = context.resources.tools
+    encoded = 0
+
+    def on_frames(done: int) -> None:
+        nonlocal encoded
+        encoded = done
+        report_progress(context, done, expected)
+
+    try:
+        run_render(command, tools=tools, name=name, on_frames=on_frames)
+        due = verify(partial_path(target)) if verify is not None else expected
+        output = finish_output(target, tools, encoder, written=encoded, expected=due)
+    finally:
+        partial_path(target).unlink(missing_ok=True)
+    context.progress(Progress(output.frames, output.frames))
+    return output
 
 
 def problems(error: ValidationError, root: str) -> str:

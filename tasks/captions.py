@@ -22,8 +22,8 @@ from media.captions import (
     to_ass,
 )
 from media.color import blend_color
-from media.render import Frame, burn_command, finish_output, partial_path, run_render
-from tasks.base import Attachment, Progress, Task, TaskContext, TaskResult, report_progress
+from media.render import Frame, burn_command
+from tasks.base import Attachment, Task, TaskContext, TaskResult, render_once
 
 log = logging.getLogger(__name__)
 
@@ -118,19 +118,7 @@ class CaptionRenderTask(Task[CaptionParams]):
             info, target, frame=frame, fps=fps, encoder=encoder, quality=options.quality, tools=tools,
             overlay=(captions,),
         )  # fmt: skip
-        encoded = 0
-
-        def on_frames(done: int) -> None:
-            nonlocal encoded
-            encoded = done
-            report_progress(context, done, expected)
-
-        try:
-            run_render(command, tools=tools, name="caption render", on_frames=on_frames)
-            output = finish_output(target, tools, encoder, written=encoded, expected=expected)
-        finally:
-            partial_path(target).unlink(missing_ok=True)
-        context.progress(Progress(output.frames, output.frames))
+        output = render_once(command, target, encoder, context, name="caption render", expected=expected)
         return TaskResult(
             output=output.path,
             width=output.width,

@@ -12,8 +12,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from media import Encoder, Output, choose_encoder
-from media.render import finish_output, partial_path, run_render
+from media import choose_encoder
 from media.visualize import (
     ImageLimits,
     Layout,
@@ -23,7 +22,7 @@ from media.visualize import (
     probe_cover,
     visualize_command,
 )
-from tasks.base import Attachment, Progress, Task, TaskContext, TaskResult, report_progress
+from tasks.base import Attachment, Task, TaskContext, TaskResult, render_once
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,17 @@ class VisualizeTask(Task[VisualizeParams]):
             quality=params.quality, tools=tools,
         )  # fmt: skip
         expected = max(1, math.ceil(audio.duration * params.fps))
-        output, duration = _render(command, target, encoder, params.fps, expected, context)
+        durations: list[float] = []
+
+        def verify(partial: Path) -> int:
+            """The render lasts as long as its own audio track; the frames that takes."""
+            durations.append(check_render(partial, tools, params.fps))
+            return max(1, math.ceil(durations[-1] * params.fps - 0.01))
+
+        output = render_once(
+            command, target, encoder, context, name="visualizer", expected=expected, verify=verify
+        )
+        [duration] = durations
         return TaskResult(
             output=output.path,
             width=output.width,
@@ -123,30 +132,3 @@ class VisualizeTask(Task[VisualizeParams]):
             encoder=output.encoder,
             processing_seconds=time.monotonic() - started,
         )
-
-
-def _render(
-    command: list[str], target: Path, encoder: Encoder, fps: int, expected: int, context: TaskContext
-) -> tuple[Output, float]:
-    """Run ``command``, reporting progress against ``expected`` frames; the checked output and its seconds.
-
-    The frame count is checked against the rendered audio track (exact where
-    the source's duration was estimated); no ``.partial`` file outlives this.
-    """
-    tools = context.resources.tools
-    encoded = 0
-
-    def on_frames(done: int) -> None:
-        nonlocal encoded
-        encoded = done
-        report_progress(context, done, expected)
-
-    try:
-        run_render(command, tools=tools, name="visualizer", on_frames=on_frames)
-        duration = check_render(partial_path(target), tools, fps)
-        frames = max(1, math.ceil(duration * fps - 0.01))
-        output = finish_output(target, tools, encoder, written=encoded, expected=frames)
-    finally:
-        partial_path(target).unlink(missing_ok=True)
-    context.progress(Progress(output.frames, output.frames))
-    return output, duration

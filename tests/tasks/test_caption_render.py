@@ -13,7 +13,7 @@ import itertools
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import tasks.base
 import tasks.captions
 from media import Tools, probe
 from media.captions import CaptionLimits
@@ -31,7 +32,7 @@ from tasks.base import Attachment
 from tasks.captions import OUTPUT_NAME, SCENARIO_INPUT, CaptionRenderTask, frame_rate
 from tests.clips import FFMPEG, ffprobe, stream
 from tests.conftest import Clips
-from tests.procs import children
+from tests.tasks.conftest import assert_clean
 
 WIDTH, HEIGHT, FPS, SECONDS = 320, 180, 25, 2
 FRAMES = FPS * SECONDS
@@ -74,11 +75,6 @@ def decoded_frame_count(path: Path) -> int:
     video = stream(ffprobe(path, count=True), "video")
     assert video is not None
     return int(video["nb_read_frames"])
-
-
-def assert_clean(work_dir: Path) -> None:
-    assert children() == [], "an ffmpeg child outlived its job"
-    assert not list(work_dir.glob("*.partial*"))
 
 
 class Render:
@@ -131,14 +127,6 @@ def render(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
 def baseline(render: Renderer, flat: Path) -> Render:
     """The task with a scenario of no cues: the reference every captioned render is compared with."""
     return render(flat, scenario=scenario())
-
-
-@pytest.fixture
-def work_dir(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "job"
-    directory.mkdir()
-    yield directory
-    assert_clean(directory)
 
 
 def ink(frame: np.ndarray, plain: np.ndarray, threshold: int = 30) -> np.ndarray:
@@ -274,7 +262,7 @@ def _forbidden(started: list[str], what: str) -> Callable[..., Any]:
 def no_render(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records (and fails) any render the task starts, to show that a refusal came first."""
     started: list[str] = []
-    monkeypatch.setattr(tasks.captions, "run_render", _forbidden(started, "render"))
+    monkeypatch.setattr(tasks.base, "run_render", _forbidden(started, "render"))
     return started
 
 
@@ -698,7 +686,7 @@ def test_nvenc_is_used_where_it_works(
         raise Cancelled("not run: no GPU here")
 
     monkeypatch.setattr(Tools, "encoder_works", lambda self, name: name.endswith("_nvenc"))
-    monkeypatch.setattr(tasks.captions, "run_render", capture)
+    monkeypatch.setattr(tasks.base, "run_render", capture)
     with pytest.raises(Cancelled):
         run_task(flat, work_dir, scenario=scenario(), options={"quality": 30, **options})
     [command] = commands
@@ -720,7 +708,7 @@ def test_the_cpu_command_burns_captions_last_and_copies_audio(
         commands.append(list(args))
         raise Cancelled("not run")
 
-    monkeypatch.setattr(tasks.captions, "run_render", capture)
+    monkeypatch.setattr(tasks.base, "run_render", capture)
     with pytest.raises(Cancelled):
         run_task(flat, work_dir, scenario=scenario(), options={"width": 160})
     [command] = commands

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from tasks import Cancelled, EngineCache, Progress, Resources, TaskContext, Upsc
 from tasks.upscale import OUTPUT_NAME as OUTPUT
 from tests.clips import ffprobe, stream
 from tests.conftest import Clips
-from tests.procs import children
 
 MODEL = "realesr-animevideov3"
 
@@ -26,16 +24,6 @@ MODEL = "realesr-animevideov3"
 @pytest.fixture(scope="module")
 def resources(real_store: WeightStore) -> Resources:
     return Resources(store=real_store, engines=EngineCache(real_store, size=2))
-
-
-@pytest.fixture
-def work_dir(tmp_path: Path) -> Iterator[Path]:
-    """The job's directory; after the test nothing but the output may be in it and no child may live."""
-    directory = tmp_path / "job"
-    directory.mkdir()
-    yield directory
-    assert children() == [], "an ffmpeg child outlived its job"
-    assert not list(directory.glob("*.partial*"))
 
 
 def upscale(source: Path, work_dir: Path, resources: Resources, **raw: Any) -> tuple[Any, list[Progress]]:

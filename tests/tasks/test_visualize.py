@@ -10,14 +10,13 @@ import itertools
 import math
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-import tasks.visualize
+import tasks.base
 from media import MediaError, Tools
 from media.visualize import Layout
 from tasks import Cancelled, InvalidParameters, Progress, Resources, TaskContext, TaskResult
@@ -26,7 +25,6 @@ from tasks.visualize import COVER_INPUT, MAX_COVER_BYTES, OUTPUT_NAME, Visualize
 from tests.clips import FFMPEG, ffprobe, stream
 from tests.conftest import Clips
 from tests.media.test_visualize import SECONDS, TONE_UNTIL, make_audio, make_cover
-from tests.procs import children
 
 WIDTH, HEIGHT, FPS = 320, 180, 30
 COVER = (320, 240)
@@ -45,16 +43,6 @@ def cover(inputs: Path) -> Path:
 @pytest.fixture(scope="module")
 def m4a(inputs: Path) -> Path:
     return make_audio("m4a", inputs)
-
-
-@pytest.fixture
-def work_dir(tmp_path: Path) -> Iterator[Path]:
-    """The job's directory; after the test nothing but the output may be in it and no child may live."""
-    directory = tmp_path / "job"
-    directory.mkdir()
-    yield directory
-    assert children() == [], "an ffmpeg child outlived its job"
-    assert not list(directory.glob("*.partial*"))
 
 
 def visualize(
@@ -276,7 +264,7 @@ def test_nvenc_is_used_where_it_works(
         raise Cancelled("not run: no GPU here")
 
     monkeypatch.setattr(Tools, "encoder_works", lambda self, name: name.endswith("_nvenc"))
-    monkeypatch.setattr(tasks.visualize, "run_render", capture)
+    monkeypatch.setattr(tasks.base, "run_render", capture)
     with pytest.raises(Cancelled):
         visualize(m4a, cover, work_dir, resolution=size, quality=28)
     [command] = commands
