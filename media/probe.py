@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -123,7 +124,7 @@ def probe(path: Path, tools: Tools, limits: MediaLimits | None = None) -> MediaI
     if size > limits.max_file_bytes:
         raise LimitExceeded(f"file is {size} bytes; the limit is {limits.max_file_bytes}")
     demuxer = sniff_demuxer(path)
-    report = _ffprobe(path, demuxer, tools)
+    report = ffprobe_json(path, demuxer, tools)
     info = _describe(path, demuxer, size, report)
     check_limits(info, limits)
     return info
@@ -134,9 +135,11 @@ def input_args(path: Path, demuxer: str) -> list[str]:
     return ["-protocol_whitelist", "file", "-f", demuxer, "-i", f"file:{path.resolve()}"]
 
 
-def _ffprobe(path: Path, demuxer: str, tools: Tools) -> dict[str, Any]:
-    args = [tools.ffprobe, "-v", "error", "-hide_banner", "-show_format", "-show_streams", "-of", "json"]
-    args += input_args(path, demuxer)
+def ffprobe_json(
+    path: Path, demuxer: str, tools: Tools, show: Sequence[str] = ("-show_format", "-show_streams")
+) -> dict[str, Any]:
+    """ffprobe's JSON report of ``path`` opened safely; :class:`CorruptMedia` if it cannot read it."""
+    args = [tools.ffprobe, "-v", "error", "-hide_banner", *show, "-of", "json", *input_args(path, demuxer)]
     status, out, err = run_captured(args, name="ffprobe", timeout=tools.probe_timeout)
     if status != 0:
         raise CorruptMedia(f"ffprobe cannot read the file as {demuxer}: {err or f'exit status {status}'}")

@@ -13,7 +13,6 @@ waveform strip is drawn and blended before the encoder.
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import IO, Any
 
 from media.color import encoder_tags
 from media.errors import CorruptMedia, DecodeFailed, EncodeFailed, LimitExceeded, UnsupportedMedia
-from media.probe import MP4_BOXES, REFUSED_TEXT, Color, MediaLimits, input_args, stream_duration
+from media.probe import MP4_BOXES, REFUSED_TEXT, Color, MediaLimits, ffprobe_json, input_args, stream_duration
 from media.process import run_captured
 from media.render import partial_path
 from media.tools import Tools
@@ -118,7 +117,7 @@ def probe_audio(path: Path, tools: Tools, limits: MediaLimits | None = None) -> 
     if size > limits.max_file_bytes:
         raise LimitExceeded(f"audio file is {size} bytes; the limit is {limits.max_file_bytes}")
     demuxer = sniff_audio(path)
-    report = _ffprobe(path, demuxer, tools, ["-show_format", "-show_streams"])
+    report = ffprobe_json(path, demuxer, tools, ["-show_format", "-show_streams"])
     streams = [s for s in report.get("streams", []) if s.get("codec_type") == "audio"]
     if len(streams) != 1:
         raise UnsupportedMedia(f"expected exactly one audio stream, found {len(streams)}")
@@ -229,7 +228,7 @@ def probe_cover(path: Path, tools: Tools, limits: ImageLimits | None = None) -> 
     with path.open("rb") as stream:
         demuxer = sniff_image(stream.read(16))
     _check_image_size(*declared_size(path, demuxer), limits)
-    report = _ffprobe(path, demuxer, tools, ["-read_intervals", "%+#1", "-show_entries",
+    report = ffprobe_json(path, demuxer, tools, ["-read_intervals", "%+#1", "-show_entries",
                                              "stream=codec_name:frame=width,height"])  # fmt: skip
     frames = report.get("frames", [])
     if not frames:
@@ -256,18 +255,6 @@ def _refuse_text(head: bytes, wanted: str) -> None:
     for magic, what in REFUSED_TEXT.items():
         if stripped.startswith(magic):
             raise UnsupportedMedia(f"the file is {what}, not {wanted}")
-
-
-def _ffprobe(path: Path, demuxer: str, tools: Tools, show: list[str]) -> dict[str, Any]:
-    args = [tools.ffprobe, "-v", "error", "-hide_banner", *show, "-of", "json", *input_args(path, demuxer)]
-    status, out, err = run_captured(args, name="ffprobe", timeout=tools.probe_timeout)
-    if status != 0:
-        raise CorruptMedia(f"ffprobe cannot read the file as {demuxer}: {err or f'exit status {status}'}")
-    try:
-        report: dict[str, Any] = json.loads(out)
-    except ValueError as error:
-        raise CorruptMedia(f"ffprobe returned unreadable output: {error}") from error
-    return report
 
 
 # --- the render -----------------------------------------------------------------------------------
@@ -397,7 +384,7 @@ def check_render(path: Path, tools: Tools, fps: int) -> float:
     if size < MIN_OUTPUT_BYTES:
         raise EncodeFailed(f"the render is only {size} bytes")
     try:
-        report = _ffprobe(path, "mov", tools, ["-show_entries", "stream=codec_type,duration"])
+        report = ffprobe_json(path, "mov", tools, ["-show_entries", "stream=codec_type,duration"])
     except CorruptMedia as error:
         raise EncodeFailed(f"the render does not read back: {error}") from error
     durations = {s.get("codec_type"): float(s.get("duration") or 0) for s in report.get("streams", [])}
