@@ -38,8 +38,10 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+# One test file per worker process: the daemon's end-to-end tests (one file) run
+# one at a time, as they were written to, beside the rest.
 pytest: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 test: setup lint typecheck pytest
 
