@@ -178,9 +178,13 @@ class Task(abc.ABC, Generic[P]):
     params_model: ClassVar[type[BaseModel]]
 
     def parse(self, raw: Mapping[str, Any] | None) -> P:
-        """Validate the message's ``parameters``; :class:`InvalidParameters` names what is wrong."""
+        """Validate the message's ``parameters``; :class:`InvalidParameters` names what is wrong.
+
+        A ``null`` parameter counts as left out (Jackson writes unset fields as ``null``).
+        """
+        given = {key: value for key, value in (raw or {}).items() if value is not None}
         try:
-            return self.params_model.model_validate(dict(raw or {}))  # type: ignore[return-value]
+            return self.params_model.model_validate(given)  # type: ignore[return-value]
         except ValidationError as error:
             raise InvalidParameters(f"{self.name} parameters: {problems(error, 'parameters')}") from None
 

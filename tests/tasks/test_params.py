@@ -63,3 +63,17 @@ def test_registry_lookup_is_case_insensitive_and_refuses_unknown_and_duplicates(
     registry.add(UpscaleTask())
     with pytest.raises(ValueError, match="already registered"):
         registry.add(UpscaleTask())
+
+
+@pytest.mark.parametrize(
+    ("task", "raw"),
+    [
+        ("UPSCALE", {"scaleFactor": 2, "model": None, "tile": None, "captions": None, "codec": None}),
+        ("CAPTION_RENDER", {"scenario": None, "scenarioS3Key": "s/a.json", "options": None}),
+        ("VISUALIZE", {"coverS3Key": "c.png", "style": None, "resolution": None, "fps": None}),
+    ],
+)
+def test_null_parameters_count_as_left_out(task: str, raw: dict[str, Any]) -> None:
+    params = TASKS.get(task).parse(raw)
+    defaults = TASKS.get(task).parse({key: value for key, value in raw.items() if value is not None})
+    assert params == defaults
