@@ -125,6 +125,16 @@ def test_download_size_limit(s3: Any, bucket: str, tmp_path: Path) -> None:
     assert exact.download(bucket, "big.mp4", tmp_path / "source") == 2000
 
 
+def test_an_attachment_has_its_own_smaller_limit(
+    storage: Storage, s3: Any, bucket: str, tmp_path: Path
+) -> None:
+    s3.put_object(Bucket=bucket, Key="scenario.json", Body=b"{}" * 600)
+    with pytest.raises(SourceTooLarge, match="1200 bytes; the limit is 1000"):
+        storage.download(bucket, "scenario.json", tmp_path / "scenario.json", max_bytes=1000)
+    assert not (tmp_path / "scenario.json").exists()
+    assert storage.download(bucket, "scenario.json", tmp_path / "scenario.json", max_bytes=1200) == 1200
+
+
 def test_multipart_upload_round_trip_with_checksum(
     storage: Storage, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
