@@ -38,6 +38,16 @@ SOURCE_ERRORS = (
 )
 """ffmpeg 5.1's stderr when it fails on its input rather than in the encoder or muxer."""
 
+OUTPUT_ERRORS = (
+    "No space left on device",
+    "Error while opening encoder",
+    "Error initializing output stream",
+    "Error submitting video frame",
+    "av_interleaved_write_frame",
+    "Error writing trailer",
+)
+"""ffmpeg 5.1's stderr when the encoder or the muxer failed: worth a retry whatever the input said."""
+
 
 def run_render(args: Sequence[str], *, tools: Tools, name: str, on_frames: Callable[[int], None]) -> None:
     """Run the ffmpeg command ``args`` to completion, calling ``on_frames(encoded so far)`` as it goes.
@@ -45,7 +55,9 @@ def run_render(args: Sequence[str], *, tools: Tools, name: str, on_frames: Calla
     ``on_frames`` may raise (a cancelled job): ffmpeg and anything it started are
     killed and the error propagates. A non-zero exit is :class:`DecodeFailed`
     when ffmpeg complained about its input (:data:`SOURCE_ERRORS`: a damaged
-    source, not worth a retry), else :class:`EncodeFailed`, with ffmpeg's last
+    source, not worth a retry) and not about its output (:data:`OUTPUT_ERRORS`:
+    ffmpeg logs input errors it recovers from too, so a damaged source that
+    meets a full disk is still retried), else :class:`EncodeFailed`, with ffmpeg's last
     error lines; a render that stops reporting for
     ``tools.stall_timeout`` seconds is :class:`~media.errors.MediaTimeout`.
     """
@@ -58,7 +70,9 @@ def run_render(args: Sequence[str], *, tools: Tools, name: str, on_frames: Calla
         status = child.finish()
         if status != 0:
             message = f"{name} failed (exit status {status}): {child.stderr_tail()}"
-            if any(marker in child.stderr_tail(STDERR_LINES) for marker in SOURCE_ERRORS):
+            tail = child.stderr_tail(STDERR_LINES)
+            source = any(marker in tail for marker in SOURCE_ERRORS)
+            if source and not any(marker in tail for marker in OUTPUT_ERRORS):
                 raise DecodeFailed(message)
             raise EncodeFailed(message)
 

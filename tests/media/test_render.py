@@ -125,6 +125,16 @@ def test_a_failing_ffmpeg_is_an_encode_failure_with_its_reason(tmp_path: Path) -
     assert args.read_text().split() == ["-progress", "pipe:1", "-nostats", "-stats_period", "0.5", "-i", "x"]
 
 
+def test_input_glitches_then_an_output_failure_is_still_retryable(tmp_path: Path) -> None:
+    """ffmpeg logs decode errors it recovers from; a full disk after them is not the source's fault."""
+    lines = ["Error while decoding stream #0:0: Invalid data found when processing input",
+             "[mp4 @ 0x1] av_interleaved_write_frame(): No space left on device"]  # fmt: skip
+    script = _script(tmp_path / "full", "\n".join(f'echo "{line}" >&2' for line in lines) + "\nexit 1")
+    with pytest.raises(EncodeFailed, match="No space left") as caught:
+        run_render([str(script)], tools=Tools(ffmpeg=str(script)), name="fake", on_frames=print)
+    assert caught.value.retryable
+
+
 def test_a_source_ffmpeg_cannot_decode_is_a_decode_failure(clips: Clips, tmp_path: Path) -> None:
     """ffmpeg failing on its input (a file cut short) is a damaged source, not a retryable encoder fault."""
     source = clips("cut")
