@@ -24,6 +24,7 @@ from media.captions import (
 from media.color import blend_color
 from media.render import Frame, burn_command
 from tasks.base import Attachment, Task, TaskContext, TaskResult, render_once
+from tasks.errors import InvalidParameters
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ SCENARIO_INPUT = "scenario.json"
 """The local name a scenario given by ``scenarioS3Key`` is fetched to."""
 
 MAX_SIDE = 7680
-"""The largest output width or height a job may ask for."""
+MAX_PIXELS = 7680 * 4320
+"""The largest output a job may ask for: each side, and in all (8K)."""
 
 
 def caption_filter(scenario: Scenario, width: int, height: int, work_dir: Path) -> str:
@@ -101,10 +103,16 @@ class CaptionRenderTask(Task[CaptionParams]):
         info = probe(source, tools, context.resources.limits)
         options = params.options
         frame = Frame.fit(info.width, info.height, options.width, options.height)
+        if max(frame.width, frame.height) > MAX_SIDE or frame.width * frame.height > MAX_PIXELS:
+            raise InvalidParameters(
+                f"CAPTION_RENDER options: the output would be {frame.width}x{frame.height}; "
+                f"at most {MAX_SIDE} px a side and {MAX_PIXELS} pixels"
+            )
         encoder = choose_encoder(tools, frame.width, frame.height, gpu=True)
         # ffmpeg blends captions into the YUV frames with BT.601 weights; colours are given to it so
-        # that they land right in the video's own matrix.
-        scenario = recolored(scenario, lambda color: blend_color(color, info.color.space))
+        # that they land right in the video's own matrix (an untagged HD video is shown as BT.709).
+        space = info.color.space or ("bt709" if info.height >= 720 or info.width >= 1280 else None)
+        scenario = recolored(scenario, lambda color: blend_color(color, space))
         captions = caption_filter(scenario, frame.width, frame.height, context.work_dir)
         fps = frame_rate(options.fps) if options.fps else None
         rate = fps or info.fps

@@ -27,7 +27,7 @@ from media import Tools, probe
 from media.captions import CaptionLimits
 from media.color import blend_color
 from media.reader import decode_all
-from tasks import Cancelled, Progress, Resources, TaskContext, TaskResult
+from tasks import Cancelled, InvalidParameters, Progress, Resources, TaskContext, TaskResult
 from tasks.base import Attachment
 from tasks.captions import OUTPUT_NAME, SCENARIO_INPUT, CaptionRenderTask, frame_rate
 from tests.clips import FFMPEG, ffprobe, stream
@@ -308,6 +308,19 @@ def test_invalid_scenario_is_refused_before_anything_runs(
     assert getattr(caught.value, "code", None) == "INPUT_INVALID", caught.value
     assert str(caught.value).startswith(field), caught.value
     assert no_probe == [] and list(work_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "options", [{"width": 7680}, {"width": 7680, "height": 7680}], ids=["follow-on side", "pixels"]
+)
+def test_an_output_past_8k_is_refused_before_any_render(
+    clips: Clips, work_dir: Path, no_render: list[str], options: dict[str, int]
+) -> None:
+    """A 36x64 portrait source asked 7680 wide would be 13653 tall; 7680 square is over 8K's pixel count."""
+    with pytest.raises(InvalidParameters, match="at most 7680 px a side") as caught:
+        run_task(clips("rotated"), work_dir, scenario=scenario(CUE), options=options)
+    assert caught.value.code == "INPUT_INVALID" and not caught.value.retryable
+    assert no_render == []
 
 
 INVALID_FILES: list[tuple[str, bytes]] = [
@@ -617,6 +630,27 @@ def _block_colour(source: Path, work_dir: Path, color: str) -> np.ndarray:
     assert np.ptp(patch, axis=0).max() <= 2  # inside the stroke: no edge, no chroma bleed
     colour: np.ndarray = patch.mean(axis=0)
     return colour
+
+
+@pytest.mark.parametrize(("size", "space"), [("1280x720", "bt709"), ("640x360", None)])
+def test_an_untagged_video_is_compensated_as_players_show_it(
+    tmp_path: Path, work_dir: Path, no_render: list[str], monkeypatch: pytest.MonkeyPatch,
+    size: str, space: str | None,
+) -> None:  # fmt: skip
+    """Untagged HD is shown as BT.709 by players; smaller untagged video as BT.601 (no compensation)."""
+    source = tmp_path / "untagged.mp4"
+    subprocess.run([*FFMPEG, "-f", "lavfi", "-i", f"color=c=gray:s={size}:r=10:d=0.3", "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", str(source)], check=True)  # fmt: skip
+    spaces: set[str | None] = set()
+
+    def record(color: str, asked: str | None) -> str:
+        spaces.add(asked)
+        return color
+
+    monkeypatch.setattr(tasks.captions, "blend_color", record)
+    with pytest.raises(AssertionError, match="render ran"):
+        run_task(source, work_dir, scenario=scenario(CUE))
+    assert spaces == {space}
 
 
 def test_caption_colours_are_right_in_a_bt709_video(
