@@ -128,10 +128,9 @@ def probe_audio(path: Path, tools: Tools, limits: MediaLimits | None = None) -> 
     channels, rate = int(stream.get("channels") or 0), int(stream.get("sample_rate") or 0)
     if channels <= 0 or rate <= 0:
         raise CorruptMedia("the audio stream has no channels or no sample rate")
-    if demuxer in ESTIMATED_DURATION:
+    duration = stream_duration(stream, report.get("format", {}))
+    if demuxer in ESTIMATED_DURATION and duration <= limits.max_duration:  # refuse on the estimate unread
         duration = _demuxed_duration(path, demuxer, tools)
-    else:
-        duration = stream_duration(stream, report.get("format", {}))
     if duration > limits.max_duration:
         raise LimitExceeded(f"duration is {duration:.1f} s; the limit is {limits.max_duration:g} s")
     return AudioSource(path, demuxer, codec, duration, channels, rate)
@@ -170,6 +169,13 @@ def sniff_image(head: bytes) -> str:
 
 def declared_size(path: Path, demuxer: str) -> tuple[int, int]:
     """``(width, height)`` as the image's header declares it; nothing is decoded."""
+    try:
+        return _declared_size(path, demuxer)
+    except struct.error:  # the header ends early
+        raise CorruptMedia("the cover image's header is cut short") from None
+
+
+def _declared_size(path: Path, demuxer: str) -> tuple[int, int]:
     with path.open("rb") as stream:
         if demuxer == "jpeg_pipe":
             return _jpeg_size(stream)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import media.visualize
 from media.errors import MediaError
 from media.probe import MediaLimits
 from media.tools import Tools
@@ -173,6 +174,22 @@ def test_audio_limits(media_dir: Path) -> None:
     assert _code(caught) == "MEDIA_LIMIT_EXCEEDED"
 
 
+def test_an_mp3_over_the_limit_is_refused_on_its_estimate_without_reading_it(
+    media_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ffprobe's duration of an MP3 is a bit-rate guess; past the limit it is refused before a full read."""
+    read: list[Path] = []
+
+    def demuxed(path: Path, *rest: object) -> float:
+        read.append(path)
+        return 1.0
+
+    monkeypatch.setattr(media.visualize, "_demuxed_duration", demuxed)
+    with pytest.raises(MediaError, match="duration") as caught:
+        probe_audio(make_audio("mp3", media_dir), TOOLS, MediaLimits(max_duration=1.0))
+    assert _code(caught) == "MEDIA_LIMIT_EXCEEDED" and read == []
+
+
 # --- cover ----------------------------------------------------------------------------------------
 
 
@@ -245,7 +262,18 @@ def test_image_limits_apply_to_real_images_too(media_dir: Path) -> None:
     assert _code(caught) == "MEDIA_LIMIT_EXCEEDED"
 
 
-@pytest.mark.parametrize("damage", ["empty", "zero size", "header only", "truncated png", "no jpeg frame"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "empty",
+        "zero size",
+        "header only",
+        "truncated png",
+        "no jpeg frame",
+        "png cut in IHDR",
+        "jpeg cut in SOF",
+    ],
+)
 def test_broken_images_are_corrupt(media_dir: Path, tmp_path: Path, damage: str) -> None:
     png = make_cover("png", media_dir).read_bytes()
     content = {
@@ -254,6 +282,8 @@ def test_broken_images_are_corrupt(media_dir: Path, tmp_path: Path, damage: str)
         "header only": png_header(320, 240),
         "truncated png": png[: len(png) // 2],
         "no jpeg frame": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9",
+        "png cut in IHDR": png[:20],
+        "jpeg cut in SOF": b"\xff\xd8\xff\xc0\x00\x11\x08\x00",
     }[damage]
     path = tmp_path / "cover"
     path.write_bytes(content)
