@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import tasks.base
+from media import Tools
+from tasks import Cancelled
 from tests.procs import children
 
 
@@ -23,3 +27,25 @@ def work_dir(tmp_path: Path) -> Iterator[Path]:
     directory.mkdir()
     yield directory
     assert_clean(directory)
+
+
+@pytest.fixture
+def render_commands(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The ffmpeg commands of the one-pass renders a task starts, recorded and not run.
+
+    The render raises :class:`Cancelled` in place of running, so the task stops there.
+    """
+    commands: list[list[str]] = []
+
+    def capture(args: list[str], **kwargs: Any) -> None:
+        commands.append(list(args))
+        raise Cancelled("not run")
+
+    monkeypatch.setattr(tasks.base, "run_render", capture)
+    return commands
+
+
+@pytest.fixture
+def nvenc_usable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVENC's test encode succeeds, as on a GPU host (its commands are only built here, never run)."""
+    monkeypatch.setattr(Tools, "encoder_works", lambda self, name: name.endswith("_nvenc"))

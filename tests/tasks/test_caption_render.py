@@ -711,19 +711,16 @@ def test_cancel_stops_the_render_and_leaves_nothing(flat: Path, work_dir: Path, 
     ("options", "encoder"), [({}, "h264_nvenc"), ({"width": 5000}, "hevc_nvenc")], ids=["h264", "hevc"]
 )
 def test_nvenc_is_used_where_it_works(
-    flat: Path, work_dir: Path, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], encoder: str
+    flat: Path,
+    work_dir: Path,
+    render_commands: list[list[str]],
+    nvenc_usable: None,
+    options: dict[str, Any],
+    encoder: str,
 ) -> None:
-    commands: list[list[str]] = []
-
-    def capture(args: list[str], **kwargs: Any) -> None:
-        commands.append(list(args))
-        raise Cancelled("not run: no GPU here")
-
-    monkeypatch.setattr(Tools, "encoder_works", lambda self, name: name.endswith("_nvenc"))
-    monkeypatch.setattr(tasks.base, "run_render", capture)
     with pytest.raises(Cancelled):
         run_task(flat, work_dir, scenario=scenario(), options={"quality": 30, **options})
-    [command] = commands
+    [command] = render_commands
     at = command.index("-c:v")
     assert command[at + 1] == encoder
     assert command[command.index("-cq") + 1] == "30" and command[command.index("-preset") + 1] == "p4"
@@ -734,18 +731,11 @@ def test_nvenc_is_used_where_it_works(
 
 
 def test_the_cpu_command_burns_captions_last_and_copies_audio(
-    flat: Path, work_dir: Path, monkeypatch: pytest.MonkeyPatch
+    flat: Path, work_dir: Path, render_commands: list[list[str]]
 ) -> None:
-    commands: list[list[str]] = []
-
-    def capture(args: list[str], **kwargs: Any) -> None:
-        commands.append(list(args))
-        raise Cancelled("not run")
-
-    monkeypatch.setattr(tasks.base, "run_render", capture)
     with pytest.raises(Cancelled):
         run_task(flat, work_dir, scenario=scenario(), options={"width": 160})
-    [command] = commands
+    [command] = render_commands
     assert command[command.index("-c:v") + 1 : command.index("-c:v") + 6] == [
         "libx264", "-preset", "medium", "-crf", "23",
     ]  # fmt: skip

@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import tasks.base
-from media import MediaError, Tools
+from media import MediaError
 from media.visualize import Layout
 from tasks import Cancelled, InvalidParameters, Progress, Resources, TaskContext, TaskResult
 from tasks.base import Attachment
@@ -255,19 +254,17 @@ def test_a_missing_cover_input_is_invalid(m4a: Path, work_dir: Path) -> None:
 
 @pytest.mark.parametrize(("size", "encoder"), [("1920x1080", "h264_nvenc"), ("7680x4320", "hevc_nvenc")])
 def test_nvenc_is_used_where_it_works(
-    m4a: Path, cover: Path, work_dir: Path, monkeypatch: pytest.MonkeyPatch, size: str, encoder: str
+    m4a: Path,
+    cover: Path,
+    work_dir: Path,
+    render_commands: list[list[str]],
+    nvenc_usable: None,
+    size: str,
+    encoder: str,
 ) -> None:
-    commands: list[list[str]] = []
-
-    def capture(args: list[str], **kwargs: Any) -> None:
-        commands.append(list(args))
-        raise Cancelled("not run: no GPU here")
-
-    monkeypatch.setattr(Tools, "encoder_works", lambda self, name: name.endswith("_nvenc"))
-    monkeypatch.setattr(tasks.base, "run_render", capture)
     with pytest.raises(Cancelled):
         visualize(m4a, cover, work_dir, resolution=size, quality=28)
-    [command] = commands
+    [command] = render_commands
     assert command[command.index("-c:v") + 1] == encoder and command[command.index("-cq") + 1] == "28"
     assert "-crf" not in command and command[command.index("-c:a") + 1] == "copy"
 
