@@ -87,3 +87,9 @@ def ffprobe(path: Path, *, count: bool = False) -> dict[str, Any]:
 
 def stream(report: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return next((s for s in report["streams"] if s["codec_type"] == kind), None)
+
+
+def audio_md5(path: Path) -> str:
+    """MD5 of the first audio stream's packets, as stored (no decode)."""
+    args = [*FFMPEG, "-i", str(path), "-map", "0:a:0", "-c", "copy", "-f", "md5", "-"]
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()

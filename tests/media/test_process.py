@@ -95,11 +95,10 @@ def _writer(target: Path, tools: Tools) -> FrameWriter:
     return FrameWriter(target, width=64, height=36, fps=Fraction(10), encoder=encoder, tools=tools)
 
 
-@pytest.fixture
-def hung(tmp_path: Path) -> Iterator[Hung]:
-    pids = tmp_path / "pids"
-    script = _script(tmp_path / "hung-ffmpeg", f'sleep 300 &\necho "$$ $!" > {pids}\nsleep 300')
-    fake = Hung(script, pids)
+def fake_ffmpeg(directory: Path, name: str, then: str) -> Iterator[Hung]:
+    """A fake ffmpeg: starts ``sleep 300 &``, records both pids, runs ``then``; nothing outlives the test."""
+    pids = directory / "pids"
+    fake = Hung(_script(directory / name, f'sleep 300 &\necho "$$ $!" > {pids}\n{then}'), pids)
     yield fake
     # never leave a sleeper behind, whatever the test did; only processes still in the fake's group
     if pids.exists() and len(pids.read_text().split()) == 2:
@@ -107,6 +106,11 @@ def hung(tmp_path: Path) -> Iterator[Hung]:
         for pid in _live_members(leader):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def hung(tmp_path: Path) -> Iterator[Hung]:
+    yield from fake_ffmpeg(tmp_path, "hung-ffmpeg", "sleep 300")
 
 
 def test_a_stalled_read_kills_the_whole_group_and_times_out(hung: Hung) -> None:

@@ -6,9 +6,6 @@ Real ffmpeg renders lavfi sources; fake ``ffmpeg`` shell scripts (as in
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +19,7 @@ from media.render import Frame, finish_output, partial_path, run_render
 from media.tools import Tools
 from media.writer import ENCODERS
 from tests.conftest import Clips
-from tests.media.test_process import STALL, Hung, _assert_group_gone, _live_members, _script
+from tests.media.test_process import STALL, Hung, _assert_group_gone, _script, fake_ffmpeg
 from tests.procs import children
 
 X264 = ENCODERS["h264", False]
@@ -145,28 +142,16 @@ def test_a_source_ffmpeg_cannot_decode_is_a_decode_failure(clips: Clips, tmp_pat
     assert caught.value.code == "DECODE_FAILED" and not caught.value.retryable
 
 
-def _fake(directory: Path, name: str, then: str) -> Iterator[Hung]:
-    """A fake ffmpeg: starts ``sleep 300 &``, records both pids, runs ``then``; nothing outlives the test."""
-    pids = directory / "pids"
-    fake = Hung(_script(directory / name, f'sleep 300 &\necho "$$ $!" > {pids}\n{then}'), pids)
-    yield fake
-    if pids.exists() and len(pids.read_text().split()) == 2:
-        leader, _ = fake.wait_for_pids()
-        for pid in _live_members(leader):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
 def hung(tmp_path: Path) -> Iterator[Hung]:
     """Says nothing and sleeps."""
-    yield from _fake(tmp_path, "hung-ffmpeg", "sleep 300")
+    yield from fake_ffmpeg(tmp_path, "hung-ffmpeg", "sleep 300")
 
 
 @pytest.fixture
 def chatty(tmp_path: Path) -> Iterator[Hung]:
     """Reports a frame every 20 ms forever."""
-    yield from _fake(
+    yield from fake_ffmpeg(
         tmp_path, "chatty-ffmpeg", 'i=0\nwhile :; do i=$((i+1)); echo "frame=$i"; sleep 0.02; done'
     )
 

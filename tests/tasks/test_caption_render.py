@@ -30,7 +30,7 @@ from media.reader import decode_all
 from tasks import Cancelled, InvalidParameters, Progress, Resources, TaskContext, TaskResult
 from tasks.base import Attachment
 from tasks.captions import OUTPUT_NAME, SCENARIO_INPUT, CaptionRenderTask, frame_rate
-from tests.clips import FFMPEG, ffprobe, stream
+from tests.clips import FFMPEG, audio_md5, ffprobe, stream
 from tests.conftest import Clips
 from tests.tasks.conftest import assert_clean
 
@@ -510,14 +510,6 @@ def test_copied_audio_is_bit_identical(render: Renderer, clips: Clips, clip: str
     source = clips(clip)
     done = render(source, scenario=scenario({"start": 0.2, "end": 0.8, "text": "자막"}, size=12, marginY=2))
     assert audio_md5(done.result.output) == audio_md5(source)
-
-
-def audio_md5(path: Path) -> str:
-    done = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy", "-f", "md5", "-"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return done.stdout.strip()
 
 
 def test_variable_frame_rate_becomes_constant(render: Renderer, clips: Clips) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from media.reader import decode_all
 from models import WeightStore
 from tasks import Cancelled, EngineCache, Progress, Resources, TaskContext, UpscaleTask
 from tasks.upscale import OUTPUT_NAME as OUTPUT
-from tests.clips import ffprobe, stream
+from tests.clips import audio_md5, ffprobe, stream
 from tests.conftest import Clips
 
 MODEL = "realesr-animevideov3"
@@ -230,14 +229,6 @@ def test_gpu_requested_without_cuda_falls_back_and_says_so(
     result, _ = upscale(clips("silent"), work_dir, resources, scale_factor=2, device="gpu")
     assert result.device == "cpu" and result.encoder == "libx264"
     assert any("CUDA is not available" in warning for warning in result.metadata()["warnings"])
-
-
-def audio_md5(path: Path) -> str:
-    done = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy", "-f", "md5", "-"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return done.stdout.strip()
 
 
 def test_captions_are_burned_in_during_the_upscale_encode(

@@ -21,7 +21,7 @@ from media.visualize import Layout
 from tasks import Cancelled, InvalidParameters, Progress, Resources, TaskContext, TaskResult
 from tasks.base import Attachment
 from tasks.visualize import COVER_INPUT, MAX_COVER_BYTES, OUTPUT_NAME, VisualizeParams, VisualizeTask
-from tests.clips import FFMPEG, ffprobe, stream
+from tests.clips import FFMPEG, audio_md5, ffprobe, stream
 from tests.conftest import Clips
 from tests.media.test_visualize import SECONDS, TONE_UNTIL, make_audio, make_cover
 
@@ -60,12 +60,6 @@ def frames(path: Path, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
     args = [*FFMPEG, "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     out = subprocess.run(args, check=True, capture_output=True).stdout
     return np.frombuffer(out, np.uint8).reshape(-1, height, width, 3)
-
-
-def audio_md5(path: Path) -> str:
-    """MD5 of the first audio stream's packets, as stored (no decode)."""
-    args = [*FFMPEG, "-i", str(path), "-map", "0:a:0", "-c", "copy", "-f", "md5", "-"]
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def durations(path: Path) -> tuple[float, float]:
