@@ -2,10 +2,13 @@
 
 Public surface: :class:`Upscaler` (frames in, frames out), :data:`MODELS`
 (the registry), :class:`WeightStore` (find / download / verify weights) and the
-errors in :mod:`models.errors`. Nothing here knows about queues, S3 or HTTP.
+errors in :mod:`models.errors` (:class:`DeviceLost`: this process's GPU is
+broken; release the job and restart). Nothing here knows about queues, S3 or HTTP.
 """
 
 from models.errors import (
+    DeviceError,
+    DeviceLost,
     InferenceFailed,
     ModelError,
     OutOfMemory,
@@ -21,6 +24,8 @@ from models.weights import WeightStore
 __all__ = [
     "DEFAULT_MODEL",
     "MODELS",
+    "DeviceError",
+    "DeviceLost",
     "InferenceFailed",
     "ModelError",
     "ModelSpec",

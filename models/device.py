@@ -1,17 +1,35 @@
-"""Device choice, CPU tuning and the fp16 sanity probe."""
+"""Device choice, CPU tuning, the fp16 sanity probe, and telling device faults and health."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 
+log = logging.getLogger(__name__)
+
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _HEAP_KEEP_BYTES = 1 << 30
+
+DEVICE_FAULT_MARKERS = (
+    "cuda error",
+    "cuda driver",
+    "cublas_status",
+    "cudnn error",
+    "cudnn_status",
+    "nccl error",
+    "device-side assert",
+    "illegal memory access",
+    "unspecified launch failure",
+    "misaligned address",
+    "uncorrectable ecc error",
+)
+"""Lower-case fragments of the messages torch gives CUDA, cuBLAS, cuDNN, NCCL and driver faults."""
 
 
 @dataclass(frozen=True)
@@ -92,3 +110,42 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and (
         "out of memory" in message or "can't allocate memory" in message
     )
+
+
+def is_device_fault(exc: BaseException) -> bool:
+    """A CUDA / cuDNN / cuBLAS / NCCL / driver fault that is not out-of-memory (check that first)."""
+    if isinstance(exc, torch.AcceleratorError):
+        return True
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(marker in message for marker in DEVICE_FAULT_MARKERS)
+
+
+def free_cached_memory(device: torch.device) -> None:
+    """Hand the CUDA caching allocator's unused blocks back to the driver; never raises.
+
+    After a device fault the call may itself fail (the context is broken); that is
+    logged and left to :func:`device_works` to judge.
+    """
+    if device.type != "cuda":
+        return
+    try:
+        torch.cuda.empty_cache()
+    except Exception as error:
+        log.warning("emptying the CUDA cache failed: %s", error)
+
+
+def device_works(device: torch.device) -> bool:
+    """True when a tiny computation on ``device`` completes with the right result.
+
+    Synchronizes, so an asynchronous fault still pending on the device shows here.
+    A CUDA context broken by a sticky fault (illegal memory access, device-side
+    assert) fails every call, this one included, until the process exits.
+    """
+    try:
+        total = torch.ones(8, device=device).add_(1.0).sum()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return float(total.item()) == 16.0
+    except Exception as error:
+        log.error("%s fails a trivial computation: %s", device, error)
+        return False

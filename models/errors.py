@@ -52,3 +52,30 @@ class InferenceFailed(ModelError):
     """The network raised or produced unusable output (NaN) for a frame."""
 
     code = "INFERENCE_FAILED"
+
+
+class DeviceError(ModelError):
+    """The accelerator faulted during a call (CUDA, cuDNN, cuBLAS or driver error), not out of memory.
+
+    Transient as far as the job goes: another attempt, on a fresh engine or
+    another host, may well succeed. The engine that raised it must not be used
+    again (a fault can leave its tensors or the CUDA context corrupt);
+    :class:`tasks.EngineCache` forgets every engine on that device.
+    """
+
+    code = "DEVICE_ERROR"
+    retryable = True
+
+
+class DeviceLost(DeviceError):
+    """The device still fails a trivial computation after a :class:`DeviceError`.
+
+    Contract for the worker: the CUDA context of this process is broken for good
+    (a sticky fault such as an illegal memory access poisons it until the
+    process exits), so every later job here would fail too. Settle the job as
+    any retryable failure (release its message: the job is not at fault), take
+    no further job, and exit with a dedicated exit code so that the service
+    manager restarts the process, which gets a fresh context.
+    """
+
+    code = "DEVICE_LOST"

@@ -12,8 +12,16 @@ import spandrel
 import torch
 import torch.nn.functional as F
 
-from models.device import DEFAULTS, half_output_ok, is_out_of_memory, select_device, tune_cpu
-from models.errors import InferenceFailed, OutOfMemory, UnsupportedScale
+from models.device import (
+    DEFAULTS,
+    free_cached_memory,
+    half_output_ok,
+    is_device_fault,
+    is_out_of_memory,
+    select_device,
+    tune_cpu,
+)
+from models.errors import DeviceError, InferenceFailed, OutOfMemory, UnsupportedScale
 from models.loader import load_descriptor
 from models.registry import DEFAULT_MODEL, MODELS, ModelSpec
 from models.tiling import TilePlan, Window, feather_weights, plan_tiles
@@ -50,7 +58,12 @@ class UpscalerConfig:
 
 @dataclass(frozen=True)
 class UpscalerInfo:
-    """What the engine actually runs with, for logs and job metadata."""
+    """What the engine actually runs with, for logs and job metadata.
+
+    ``warnings`` are load-time facts (a GPU request served by the CPU, fp16
+    refused): true of every job the engine serves. ``tile`` is the current one,
+    smaller than configured once an out-of-memory error shrank it.
+    """
 
     model: str
     device: str
@@ -71,8 +84,15 @@ class Upscaler:
     ``(N, H, W, 3)``, values 0-255. The result has the same layout at
     ``(H * scale, W * scale)``, uint8 0-255, a fresh array owned by the caller.
     Every input frame yields exactly one output frame or the call raises
-    (:class:`OutOfMemory` at the smallest tile, :class:`InferenceFailed` on NaN
-    output); nothing is skipped or reused.
+    (:class:`OutOfMemory` at the smallest tile, :class:`DeviceError` on a CUDA /
+    cuDNN / cuBLAS / driver fault, :class:`InferenceFailed` on NaN output, any
+    other exception untouched); nothing is skipped or reused. After a
+    :class:`DeviceError` the engine must be dropped, not called again.
+
+    One engine serves many jobs (it is cached), so it keeps no job's state: the
+    run-time warnings of a call go to the ``warnings`` list the caller passes.
+    A tile shrunk after out-of-memory stays shrunk for later calls (the device
+    did not gain memory); only the call that shrank it is warned.
 
     The network sees float tensors ``(B, 3, h, w)`` in 0-1, channels-last, on
     ``device`` in fp16 (CUDA) or fp32, under ``torch.inference_mode()``.
@@ -101,8 +121,8 @@ class Upscaler:
         self.tile = tile
         self.pad = pad
         self.batch_size = max(1, batch_size)
-        self.warnings = list(warnings)
-        self.oom_retries = 0
+        self.oom_retries = 0  # since the engine was loaded: every call, every job
+        self._load_warnings = tuple(warnings)
         self._multiple = max(1, size_multiple)
         self._crop = spec.reach is not None and pad >= spec.reach
         self._weights: dict[tuple[int, int, int], tuple[list[torch.Tensor], torch.Tensor]] = {}
@@ -152,40 +172,43 @@ class Upscaler:
             pad=self.pad,
             batch_size=self.batch_size,
             blend="crop" if self._crop else "feather",
-            warnings=tuple(self.warnings),
+            warnings=self._load_warnings,
         )
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
+    def __call__(self, frames: np.ndarray, warnings: list[str] | None = None) -> np.ndarray:
+        """Upscale ``frames``; this call's run-time warnings are appended to ``warnings``."""
         single = frames.ndim == 3
         batch = frames[None] if single else frames
         if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
             raise ValueError(f"expected uint8 (N,H,W,3) or (H,W,3) frames, got {frames.dtype} {frames.shape}")
         if batch.shape[0] == 0:
             raise ValueError("no frames given")
-        result = self._upscale_with_retry(batch)
+        result = self._upscale_with_retry(batch, [] if warnings is None else warnings)
         return result[0] if single else result
 
-    def _upscale_with_retry(self, frames: np.ndarray) -> np.ndarray:
+    def _upscale_with_retry(self, frames: np.ndarray, warnings: list[str]) -> np.ndarray:
         """Run the batch; on out-of-memory shrink the tile and run the same batch again."""
         while True:
             try:
                 return self._upscale(frames)
             except Exception as exc:
-                if not is_out_of_memory(exc):
+                if is_out_of_memory(exc):
+                    self._shrink_tile(frames.shape[1], frames.shape[2], exc, warnings)
+                elif is_device_fault(exc):
+                    raise DeviceError(f"{self.spec.name} on {self.device}: {exc}") from exc
+                else:
                     raise
-                self._shrink_tile(frames.shape[1], frames.shape[2], exc)
 
-    def _shrink_tile(self, height: int, width: int, exc: BaseException) -> None:
+    def _shrink_tile(self, height: int, width: int, exc: BaseException, warnings: list[str]) -> None:
         current = self.tile if 0 < self.tile < max(height, width) else max(height, width)
         smaller = [size for size in OOM_TILES if size < current]
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_cached_memory(self.device)
         if not smaller:
             raise OutOfMemory(
                 f"out of memory at the smallest tile ({current} px) on {self.device.type}: {exc}"
             ) from exc
         log.warning("out of memory at tile %s; retrying the batch at tile %s", current, smaller[0])
-        self.warnings.append(f"out of memory at tile {current}; continued at tile {smaller[0]}")
+        warnings.append(f"out of memory at tile {current}; continued at tile {smaller[0]}")
         self.tile = smaller[0]
         self.oom_retries += 1
 

@@ -13,10 +13,10 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 from media import FrameReader, FrameWriter, MediaInfo, choose_encoder, probe
 from media.captions import parse_scenario
 from media.errors import DecodeFailed, FrameCountMismatch
-from models import DEFAULT_MODEL, MODELS, InferenceFailed, ModelError, Upscaler, UpscalerConfig
+from models import DEFAULT_MODEL, MODELS, InferenceFailed, ModelError, UpscalerConfig
 from tasks.base import Progress, Task, TaskContext, TaskResult, report_progress
 from tasks.captions import caption_filter
-from tasks.engines import EngineCache
+from tasks.engines import EngineCache, EngineLease
 from tasks.errors import InvalidParameters
 from tasks.stream import run_stream
 
@@ -120,18 +120,19 @@ class UpscaleTask(Task[UpscaleParams]):
             model=engine.spec.name,
             encoder=output.encoder,
             processing_seconds=time.monotonic() - started,
-            warnings=engine.info.warnings,
+            warnings=engine.warnings,
         )
 
     @staticmethod
-    def _engine(params: UpscaleParams, context: TaskContext) -> Upscaler:
+    def _engine(params: UpscaleParams, context: TaskContext) -> EngineLease:
+        """This job's lease on the cached engine: per-job warnings, device faults handled."""
         resources = context.resources
         engines = resources.engines
         if engines is None:
             if resources.store is None:
                 raise InvalidParameters("no weight store configured for UPSCALE")
             engines = EngineCache(resources.store)
-        return engines.get(UpscaleTask.engine_config(params))
+        return engines.lease(UpscaleTask.engine_config(params))
 
     @staticmethod
     def engine_config(params: UpscaleParams) -> UpscalerConfig:
@@ -140,8 +141,12 @@ class UpscaleTask(Task[UpscaleParams]):
         )
 
 
-def _infer(engine: Upscaler, frames: np.ndarray) -> np.ndarray:
-    """The engine over one batch; anything but our own errors becomes :class:`InferenceFailed`."""
+def _infer(engine: EngineLease, frames: np.ndarray) -> np.ndarray:
+    """The engine over one batch; anything but our own errors becomes :class:`InferenceFailed`.
+
+    Ours pass through: :class:`~models.OutOfMemory` and :class:`~models.DeviceError`
+    (retryable), :class:`~models.DeviceLost` (the worker must restart), NaN output.
+    """
     try:
         return engine(frames)
     except ModelError:

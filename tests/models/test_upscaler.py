@@ -13,6 +13,7 @@ import torch
 from skimage import data as samples
 
 from models import (
+    DeviceError,
     InferenceFailed,
     OutOfMemory,
     UnsupportedScale,
@@ -20,8 +21,9 @@ from models import (
     UpscalerConfig,
     WeightStore,
 )
-from models.device import half_output_ok, is_out_of_memory, select_device
+from models.device import device_works, half_output_ok, is_device_fault, is_out_of_memory, select_device
 from models.weights import sha256_of
+from tests.models.faults import ILLEGAL_ACCESS, FaultAt, OomAbove
 from tests.models.rrdb_weights import write_rrdbnet
 
 ONE_STEP = 1  # 1/255: the tolerance for tiled vs whole-frame output
@@ -107,31 +109,16 @@ def test_on_a_photo_beats_nearest_and_is_sharper_than_bicubic(anime: Upscaler, n
     assert _sharpness(restored) > 1.2 * _sharpness(bicubic)
 
 
-class _OomAbove:
-    """Wraps a network; raises the CUDA OOM error for windows larger than ``limit`` pixels a side."""
-
-    def __init__(self, network: object, limit: int) -> None:
-        self.network = network
-        self.limit = limit
-        self.calls = 0
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if max(batch.shape[2:]) > self.limit:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        result: torch.Tensor = self.network(batch)  # type: ignore[operator]
-        return result
-
-
 def test_out_of_memory_retries_the_same_frames_with_a_smaller_tile(real_store: WeightStore) -> None:
     frames = _frames(2, 90, 160)
     engine = Upscaler.create(UpscalerConfig("realesr-animevideov3", 4, "cpu", tile=0), real_store)
     whole = engine(frames)
-    engine.network = _OomAbove(engine.network, limit=64 + 2 * engine.pad)
-    out = engine(frames)
+    engine.network = OomAbove(engine.network, limit=64 + 2 * engine.pad)
+    warnings: list[str] = []
+    out = engine(frames, warnings)
     # 160 (whole frame) -> 128 (windows still too big) -> 64
     assert engine.tile == 64 and engine.oom_retries == 2
-    assert engine.warnings[-2:] == [
+    assert warnings == [
         "out of memory at tile 160; continued at tile 128",
         "out of memory at tile 128; continued at tile 64",
     ]
@@ -141,7 +128,7 @@ def test_out_of_memory_retries_the_same_frames_with_a_smaller_tile(real_store: W
 
 def test_out_of_memory_at_the_smallest_tile_raises(real_store: WeightStore) -> None:
     engine = Upscaler.create(UpscalerConfig("realesr-animevideov3", 4, "cpu", tile=0), real_store)
-    engine.network = _OomAbove(engine.network, limit=8)
+    engine.network = OomAbove(engine.network, limit=8)
     with pytest.raises(OutOfMemory, match="smallest tile") as info:
         engine(_frames(1, 90, 160))
     assert info.value.retryable
@@ -156,15 +143,50 @@ def test_nan_output_fails_instead_of_writing_a_frame(real_store: WeightStore) ->
         engine(_frames(1, 8, 8))
 
 
+def test_run_time_warnings_go_to_the_call_that_raised_them(real_store: WeightStore) -> None:
+    """The engine is shared by jobs: a shrunk tile stays, its warning goes to that call's list only."""
+    engine = Upscaler.create(UpscalerConfig("realesr-animevideov3", 4, "cpu", tile=0), real_store)
+    # the whole 160 px frame fails; 128 px tiles (at most 128 + pad across 160) fit
+    engine.network = OomAbove(engine.network, limit=128 + engine.pad)
+    first: list[str] = []
+    second: list[str] = []
+    engine(_frames(1, 90, 160), first)
+    engine(_frames(1, 90, 160), second)
+    engine(_frames(1, 90, 160))  # no list: logged only
+    assert first == ["out of memory at tile 160; continued at tile 128"]
+    assert second == [] and engine.tile == 128 and engine.oom_retries == 1
+    assert engine.info.warnings == ()
+
+
 def test_a_network_error_propagates_untouched(real_store: WeightStore) -> None:
     engine = Upscaler.create(UpscalerConfig("realesr-animevideov3", 4, "cpu", tile=8), real_store)
 
     def broken(batch: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED")
+        raise RuntimeError("shape '[1, 3, 40, 40]' is invalid for input of size 4")
 
     engine.network = broken
-    with pytest.raises(RuntimeError, match="CUDNN_STATUS_EXECUTION_FAILED"):
+    with pytest.raises(RuntimeError, match="is invalid for input") as info:
         engine(_frames(1, 40, 40))
+    assert type(info.value) is RuntimeError and engine.oom_retries == 0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError(ILLEGAL_ACCESS),
+        RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"),
+        RuntimeError("CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling `cublasGemmEx(handle, ...)`"),
+        torch.AcceleratorError("CUDA error: unspecified launch failure"),
+    ],
+    ids=["illegal-access", "cudnn", "cublas", "accelerator-error"],
+)
+def test_a_device_fault_is_a_retryable_device_error(real_store: WeightStore, error: Exception) -> None:
+    engine = Upscaler.create(UpscalerConfig("realesr-animevideov3", 4, "cpu", tile=16), real_store)
+    engine.network = FaultAt(engine.network, call=2, error=error)  # mid-frame, between tiles
+    with pytest.raises(DeviceError) as info:
+        engine(_frames(1, 40, 40))
+    assert (info.value.code, info.value.retryable) == ("DEVICE_ERROR", True)
+    assert info.value.__cause__ is error and str(error) in str(info.value)
     assert engine.oom_retries == 0
 
 
@@ -193,6 +215,23 @@ def test_fp16_probe_and_oom_detection_rules() -> None:
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
     assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_device_fault_rules() -> None:
+    assert is_device_fault(RuntimeError(ILLEGAL_ACCESS))
+    assert is_device_fault(RuntimeError("CUDA error: device-side assert triggered"))
+    assert is_device_fault(RuntimeError("CUDA driver error: unknown error"))
+    assert is_device_fault(RuntimeError("NCCL error in: ProcessGroupNCCL.cpp:1, unhandled cuda error"))
+    assert is_device_fault(torch.AcceleratorError("CUDA error: misaligned address"))
+    assert not is_device_fault(RuntimeError("shape mismatch"))
+    assert not is_device_fault(ValueError("CUDA error: not raised by torch"))
+    assert not is_device_fault(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+
+
+def test_device_probe() -> None:
+    assert device_works(torch.device("cpu"))
+    if not torch.cuda.is_available():
+        assert not device_works(torch.device("cuda"))  # fails inside, reported as broken
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+import tasks.engines
 from media import Tools, probe
 from media.reader import decode_all
-from models import WeightStore
+from models import DeviceError, DeviceLost, WeightStore
 from tasks import Cancelled, EngineCache, Progress, Resources, TaskContext, UpscaleTask
 from tasks.upscale import OUTPUT_NAME as OUTPUT
 from tests.clips import audio_md5, ffprobe, stream
 from tests.conftest import Clips
+from tests.models.faults import ILLEGAL_ACCESS, FaultAt, OomAbove
 
 MODEL = "realesr-animevideov3"
 
@@ -268,3 +270,58 @@ def test_invalid_captions_are_refused_before_any_decode(
         upscale(clips("audio"), work_dir, resources, scale_factor=2, captions=bad)
     assert getattr(caught.value, "code", None) == "INPUT_INVALID" and "cues[0]" in str(caught.value)
     assert not (work_dir / OUTPUT).exists()
+
+
+CPU_X2 = UpscaleTask.engine_config(UpscaleTask().parse({"model": MODEL, "device": "cpu", "scale_factor": 2}))
+"""The engine the jobs below use; each test loads its own into a cache of its own."""
+
+
+def test_a_device_fault_mid_video_is_retryable_and_the_next_job_gets_a_fresh_engine(
+    clips: Clips, work_dir: Path, real_store: WeightStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engines = EngineCache(real_store)
+    resources = Resources(store=real_store, engines=engines)
+    engine = engines.get(CPU_X2)
+    error = RuntimeError(ILLEGAL_ACCESS)
+    monkeypatch.setattr(engine, "network", FaultAt(engine.network, call=3, error=error))
+    with pytest.raises(DeviceError) as caught:
+        upscale(clips("clip20"), work_dir, resources, scale_factor=2)
+    assert (caught.value.code, caught.value.retryable) == ("DEVICE_ERROR", True)
+    assert caught.value.__cause__ is error and list(work_dir.iterdir()) == []
+    assert engines.get(CPU_X2) is not engine
+    result, _ = upscale(clips("silent"), work_dir, resources, scale_factor=2)
+    assert result.frame_count == 10 and result.warnings == ()
+
+
+def test_a_device_that_stays_broken_raises_device_lost(
+    clips: Clips, work_dir: Path, real_store: WeightStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engines = EngineCache(real_store)
+    resources = Resources(store=real_store, engines=engines)
+    engine = engines.get(CPU_X2)
+    monkeypatch.setattr(
+        engine, "network", FaultAt(engine.network, call=2, error=RuntimeError(ILLEGAL_ACCESS))
+    )
+    monkeypatch.setattr(tasks.engines, "device_works", lambda device: False)
+    with pytest.raises(DeviceLost) as caught:
+        upscale(clips("clip20"), work_dir, resources, scale_factor=2)
+    assert (caught.value.code, caught.value.retryable) == ("DEVICE_LOST", True)
+    assert list(work_dir.iterdir()) == []
+
+
+def test_an_out_of_memory_warning_stays_with_its_job(
+    clips: Clips, work_dir: Path, real_store: WeightStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two jobs on one cached engine: the first shrinks the tile after OOM, the second is not told."""
+    engines = EngineCache(real_store)
+    resources = Resources(store=real_store, engines=engines)
+    engine = engines.get(CPU_X2)
+    # 1040 px wide frames: 512 px tiles (the CPU default) run out of memory, 256 px ones fit
+    monkeypatch.setattr(engine, "network", OomAbove(engine.network, limit=256 + 2 * engine.pad))
+    first, _ = upscale(clips("wide"), work_dir, resources, scale_factor=2)
+    second_dir = work_dir / "second"
+    second_dir.mkdir()
+    second, _ = upscale(clips("wide"), second_dir, resources, scale_factor=2)
+    assert engines.get(CPU_X2) is engine and engine.tile == 256
+    assert first.warnings == ("out of memory at tile 512; continued at tile 256",)
+    assert second.warnings == () and second.metadata()["warnings"] == []
