@@ -25,12 +25,15 @@ log = logging.getLogger("worker")
 
 
 def _clients(settings: Settings) -> tuple[Any, Any]:
+    """SQS and S3 clients; throttling and 5xx are retried by botocore's standard retry mode alone."""
     import boto3
+    from botocore.config import Config
 
     session = boto3.session.Session(region_name=settings.region)
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=60)
     return (
-        session.client("sqs", endpoint_url=settings.endpoint_url),
-        session.client("s3", endpoint_url=settings.endpoint_url),
+        session.client("sqs", endpoint_url=settings.endpoint_url, config=config),
+        session.client("s3", endpoint_url=settings.endpoint_url, config=config),
     )
 
 
@@ -72,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         storage=Storage(
             s3, bucket=settings.bucket, allowed_buckets=settings.allowed_buckets,
             multipart_threshold=settings.multipart_threshold, presign_seconds=settings.presign_seconds,
-            max_source_bytes=settings.max_source_bytes,
+            max_source_bytes=settings.max_source_bytes, reserve_bytes=settings.min_free_bytes,
         ),
         notifier=Notifier(
             secret=settings.callback_secret, allowed_hosts=settings.callback_allowed_hosts,
@@ -96,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         worker.run(max_jobs=args.max_jobs)
     finally:
         health.close()
-    return 0
+    return worker.exit_code
 
 
 def _served(settings: Settings) -> tuple[str, ...]:
@@ -193,6 +196,20 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from worker.consumer import Consumer
+
+    settings = load(cuda=False)
+    sqs, _ = _clients(settings)
+    names = (args.queue,) if args.queue else settings.queues
+    urls = {name: settings.queue_url(name) for name in names}
+    consumer = Consumer(sqs, urls, wait_seconds=0, visibility_timeout=60)
+    for name in names:
+        moved = consumer.redrive(name, args.max)
+        print(f"{name}: {moved} message(s) moved back from the dead-letter queue")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(schemas(), indent=2))
     return 0
@@ -219,6 +236,10 @@ def parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--callback-url")
     enqueue.add_argument("--param", action="append", default=[], help="NAME=VALUE (JSON values allowed)")
     enqueue.set_defaults(func=cmd_enqueue)
+    redrive = commands.add_parser("redrive", help="move dead-lettered jobs back to their queue")
+    redrive.add_argument("--queue", choices=("gpu", "cpu"), help="default: every configured queue")
+    redrive.add_argument("--max", type=int, default=None, help="move at most this many per queue")
+    redrive.set_defaults(func=cmd_redrive)
     commands.add_parser("schema", help="JSON Schema of the message and callbacks").set_defaults(
         func=cmd_schema
     )

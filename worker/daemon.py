@@ -1,67 +1,53 @@
-"""The worker loop: receive → decode → stage input → run task → publish → settle.
+"""The worker loop: receive → decode → prepare → (replay | stage input → run task → publish) → settle.
 
 Shutdown order (see :meth:`Worker.stop`): a warm stop ends receiving at once
 and gives the running job ``drain_seconds`` to finish; past that, or on a cold
-stop, the job is aborted (its ffmpeg children killed, temp dir removed) and its
-message released so another worker takes it at once. Nothing is deleted from
-the queue before the output is in S3 and ``result.json`` records it.
+stop, the job is aborted (its ffmpeg children killed, a transfer in flight
+stopped, temp dir removed) and handed back — a fresh copy of its message that
+keeps its tries — so another worker takes it at once. Nothing is deleted from
+the queue before the job's outcome is decided in ``jobs/{jobId}/``.
+
+A message can fail; the loop cannot: whatever one message raises is logged
+and counted, and the loop goes on. Only a signal (or a lost GPU, which asks
+systemd for a fresh process) ends it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import threading
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks import (
-    TASKS,
-    Cancelled,
-    InvalidParameters,
-    Progress,
-    Resources,
-    Task,
-    TaskContext,
-    TaskRegistry,
-    TaskResult,
-)
+from tasks import TASKS, InvalidParameters, Progress, Resources, Task, TaskContext, TaskRegistry, TaskResult
 from worker import metrics
+from worker.attempt import Attempt
 from worker.consumer import Consumer, Received
 from worker.errors import OutputTaken
 from worker.heartbeat import Heartbeat
+from worker.housekeeping import Housekeeping
+from worker.keys import KeyPolicy
 from worker.logs import job_context
-from worker.message import BadMessage, Callback, Job, Metadata, Status, check_key, decode
-from worker.notify import CallbackRefused, Notifier, ProgressChannel
-from worker.retries import Action, decide, describe
-from worker.settings import Settings
-from worker.storage import Storage, output_key, result_key
+from worker.message import BadMessage, Callback, Job, Metadata, Status, check_key, decode, safe_id
+from worker.notify import CallbackRefused, Notifier
+from worker.retries import Action, Decision, decide
+from worker.scratch import Scratch
+from worker.settings import MAX_JOB_SECONDS, Settings
+from worker.state import JobState, Terminal, event_id
+from worker.storage import Storage, Stored
 
 log = logging.getLogger(__name__)
 
 SOURCE_NAME = "source"
 """The downloaded source inside a job dir; never a name taken from the message."""
 
-EVENTS = uuid.UUID("5c1b2d54-8a43-4c1e-9a55-2f7e1d0c9b11")
-
-
-def remove_orphans(tmp_dir: Path) -> None:
-    """Remove the scratch dirs of workers that died without cleaning up (SIGKILL, power loss)."""
-    for scratch in tmp_dir.glob("worker-*"):
-        pid = scratch.name.removeprefix("worker-")
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            log.warning("removing %s, left by a worker that is gone", scratch)
-            shutil.rmtree(scratch, ignore_errors=True)
-
-
-def event_id(job_id: str, status: Status, attempt: int = 0) -> str:
-    """Stable per job and outcome, so a re-sent completion carries the same id (the backend dedupes)."""
-    return str(uuid.uuid5(EVENTS, f"{job_id}/{status}/{attempt}"))
+EXIT_DEVICE_LOST = 75
+"""Exit status after the GPU context broke for good: systemd restarts the worker (a fresh process)."""
 
 
 @dataclass
@@ -91,12 +77,15 @@ class Worker:
         self.notifier = notifier
         self.resources = resources
         self.tasks = tasks
+        self.keys = KeyPolicy(settings.output_prefixes, settings.jobs_prefix)
+        self.state = JobState(storage, self.keys)
         self.current: Current | None = None
         self.jobs_done = 0
+        self.exit_code = 0
+        self.scratch = settings.tmp_dir
         self._stopping = threading.Event()
         self._abort = threading.Event()
-        self._limits: dict[str, int | None] = {}
-        self.scratch = settings.tmp_dir / f"worker-{os.getpid()}"
+        self._policies: dict[str, tuple[int, str] | None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -107,7 +96,7 @@ class Worker:
     def stop(self, *, cold: bool = False) -> None:
         """Warm stop: receive nothing more, let the running job drain. Cold (or a second call): abort it."""
         if cold or self._stopping.is_set():
-            log.warning("cold stop: aborting the running job and releasing its message")
+            log.warning("cold stop: aborting the running job and handing its message back")
             self._abort.set()
         self._stopping.set()
         if not self._abort.is_set() and self.settings.drain_seconds >= 0:
@@ -124,12 +113,14 @@ class Worker:
 
     def run(self, max_jobs: int | None = None) -> int:
         """Work until stopped (or ``max_jobs`` messages handled); returns the number handled."""
-        remove_orphans(self.settings.tmp_dir)
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        try:
-            return self._loop(max_jobs)
-        finally:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+        with Scratch(self.settings.tmp_dir) as scratch:
+            self.scratch = scratch
+            keeper = Housekeeping(self, interval=self.settings.dead_letter_watch_seconds)
+            keeper.start()
+            try:
+                return self._loop(max_jobs)
+            finally:
+                keeper.stop()
 
     def _loop(self, max_jobs: int | None) -> int:
         log.info("consuming %s", ", ".join(self.consumer.queues))
@@ -137,9 +128,7 @@ class Worker:
         failures = 0
         while not self._stopping.is_set() and (max_jobs is None or handled < max_jobs):
             try:
-                if not self._limits:  # the queues' redrive limits, read once SQS answers
-                    self._limits = self.consumer.max_receives()
-                    log.info("max receives before the dead-letter queue: %s", self._limits)
+                self.policies()
                 received = self.consumer.receive()
                 failures = 0
             except Exception as error:  # SQS unreachable: back off, never busy-loop
@@ -152,53 +141,85 @@ class Worker:
             if received is None:
                 continue
             if self._stopping.is_set():  # arrived during the last long poll: not ours to start
-                self.consumer.release(received, 0)
+                self._settle("hand back", lambda item=received: self.consumer.hand_back(item))  # type: ignore[misc]
                 break
             self.handle(received)
             handled += 1
         log.info("stopped after %d messages", handled)
         return handled
 
+    def policies(self) -> dict[str, tuple[int, str] | None]:
+        """Each served queue's redrive policy ``(maxReceiveCount, DLQ URL)``, read once SQS answers."""
+        if self._policies is None:
+            self._policies = {
+                name: self.consumer.redrive_policy(url) for name, url in self.consumer.queues.items()
+            }
+            log.info("redrive policies: %s", self._policies)
+        return self._policies
+
     # ------------------------------------------------------------------ one message
 
     def handle(self, received: Received) -> None:
-        """Settle one message, whatever happens: every path deletes it, releases it or leaves it to expire."""
+        """Settle one message, whatever happens; never raises."""
         try:
-            job = decode(received.body)
-        except BadMessage as error:
-            self._refuse(received, error)
-            return
-        with job_context(job.job_id):
-            log.info("received %s from %s (attempt %d)", job.task_type, received.queue, received.attempt)
-            self._handle_job(received, job)
-
-    def _handle_job(self, received: Received, job: Job) -> None:
-        callback = job.callback_url or self.settings.callback_url
-        started = time.monotonic()
-        try:
-            task = self.tasks.get(job.task_type)
-            params = task.parse(self._parameters(job, received))
-            if callback is not None:
-                self.notifier.check(callback)
-            key = output_key(task.name, job.job_id, job.stem, job.output_s3_key)
-            if self._already_done(received, job, key, callback):
+            try:
+                job = decode(received.body)
+            except BadMessage as error:
+                self._refuse(received, error)
                 return
-            self.current = Current(job.job_id, task.name)
+            with job_context(job.job_id):
+                log.info("received %s from %s (try %d)", job.task_type, received.queue, received.attempt)
+                self._attempt(self._start(received, job))
+        except Exception:
+            log.exception("unexpected error handling message %s; the loop goes on", received.message_id)
+            metrics.LOOP_ERRORS.inc()
+
+    def _start(self, received: Received, job: Job) -> Attempt:
+        timeout = min(self.settings.job_timeout, MAX_JOB_SECONDS)
+        callback = job.callback_url or self.settings.callback_url
+        return Attempt(received, job, callback, deadline=time.monotonic() + timeout)
+
+    def _attempt(self, attempt: Attempt) -> None:
+        try:
+            task, params = self._prepare(attempt)
+            if self._replay(attempt):
+                return
+            self.current = Current(attempt.job_id, task.name)
             with Heartbeat(
                 self.consumer.sqs,
-                received.queue_url,
-                received.receipt,
+                attempt.received.queue_url,
+                attempt.received.receipt,
                 interval=self.settings.heartbeat_seconds,
                 extend_to=self.settings.visibility_timeout,
-            ):  # fmt: skip  (the callback's retries stay covered too)
-                record = self._process(received, job, task, params, key, callback)
-                self._publish(received, job, record, callback)
-            metrics.JOBS.labels(task.name, "COMPLETED").inc()
+            ) as heartbeat:  # fmt: skip  (the callback's retries stay covered too)
+                attempt.heartbeat = heartbeat
+                record = self._produce(attempt, task, params)
+                self._conclude(attempt.received, attempt.job_id, attempt.callback, record)
+            self._settle("delete", lambda: self.consumer.delete(attempt.received))
+            self.jobs_done += 1
+            metrics.JOBS.labels(attempt.task, "COMPLETED").inc()
+            log.info("completed; message deleted")
         except Exception as error:
-            self._settle_failure(received, job, callback, error)
+            self._fail(attempt, error)
         finally:
-            metrics.JOB_SECONDS.observe(time.monotonic() - started)
+            metrics.JOB_SECONDS.observe(time.monotonic() - attempt.started)
             self.current = None
+
+    def _prepare(self, attempt: Attempt) -> tuple[Task[Any], Any]:
+        """Task, parameters, callback URL and output key checked: anything wrong is INPUT_INVALID."""
+        job = attempt.job
+        task = self.tasks.get(job.task_type)
+        attempt.task = task.name
+        params = task.parse(self._parameters(job, attempt.received))
+        if attempt.callback is not None:
+            self.notifier.check(attempt.callback)
+        attempt.key = self.keys.output_key(task.name, job.job_id, job.stem, job.output_s3_key)
+        inputs = (job.source_s3_key, *(item.key for item in task.attachments(params).values()))
+        self.keys.check_output(attempt.key, job.job_id, inputs)
+        stamp = self.storage.stamp(attempt.key)
+        if stamp is not None and stamp.job_id != job.job_id:
+            raise OutputTaken(f"{attempt.key} already holds an output of job {stamp.job_id!r}")
+        return task, params
 
     def _parameters(self, job: Job, received: Received) -> dict[str, Any]:
         parameters = dict(job.parameters)
@@ -206,154 +227,198 @@ class Worker:
             parameters["device"] = received.queue  # spec §3: default, the queue it came from
         return parameters
 
-    def _already_done(self, received: Received, job: Job, key: str, callback: str | None) -> bool:
-        """A redelivered job whose result is recorded: re-send its completion, delete, do not rerun."""
-        record = self.storage.read_result(result_key(key, job.job_id))
-        if record is None:
-            return False
-        if record.get("jobId") != job.job_id or record.get("outputS3Key") != key:
-            raise OutputTaken(f"{key} is already the recorded output of job {record.get('jobId')!r}")
-        log.info("result.json exists for %s; re-sending the completion instead of reprocessing", key)
-        self._publish(received, job, record, callback)
+    def _replay(self, attempt: Attempt) -> bool:
+        """A job whose outcome is decided (or whose result is recorded): re-send it, delete, do not rerun."""
+        terminal = self.state.terminal(attempt.job_id, attempt.lifetime)
+        if terminal is None:
+            record = self.state.result(attempt.job_id)
+            if record is None:
+                return False
+            terminal = self.state.decide(attempt.job_id, attempt.lifetime, Status.COMPLETED, record)
+        log.info("the job's outcome is already %s; re-sending it instead of reprocessing", terminal.status)
+        self._deliver(attempt.callback, terminal)
+        self._settle("delete", lambda: self.consumer.delete(attempt.received))
         return True
 
-    def _process(
-        self, received: Received, job: Job, task: Task[Any], params: Any, key: str, callback: str | None
-    ) -> dict[str, Any]:
-        work = Path(tempfile.mkdtemp(prefix="job-", dir=self.scratch))
-        channel = self.notifier.progress_channel(callback, job_id=job.job_id) if callback else None
+    def _produce(self, attempt: Attempt, task: Task[Any], params: Any) -> dict[str, Any]:
+        """Download, run the task, publish the output once and record it; returns the holding record."""
+        work = attempt.work = Path(tempfile.mkdtemp(prefix="job-", dir=self.scratch))
+        if attempt.callback is not None:
+            attempt.channel = self.notifier.progress_channel(attempt.callback, job_id=attempt.job_id)
         try:
-            source = work / SOURCE_NAME
-            bucket = self.storage.source_bucket(job.source_bucket)
-            inputs = self._fetch_attachments(task, params, bucket, work)
-            self.storage.download(bucket, job.source_s3_key, source)
-            context = TaskContext(
-                work_dir=work,
-                resources=self.resources,
-                inputs=inputs,
-                progress=lambda update: self._progress(job, received, channel, update),
-                cancelled=lambda: (
-                    self._abort.is_set() or (channel is not None and channel.cancelled.is_set())
-                ),
+            context = self._stage(attempt, task, params, work)
+            result = task.run(work / SOURCE_NAME, params, context)
+            attempt.check()  # a lost lease or a passed deadline stops the job before publishing
+            stored = self.storage.publish(
+                result.output, attempt.key, attempt.job_id, abort=self._abort.is_set
             )
-            result = task.run(source, params, context)
-            size = self.storage.upload(result.output, key)
-            record = self._completion(job, received, key, size, result)
-            self.storage.write_result(result_key(key, job.job_id), record)
-            return record
+            return self.state.record_result(attempt.job_id, self._completion(attempt, stored, result))
         finally:
-            if channel is not None:
-                channel.close()
+            if attempt.channel is not None:
+                attempt.channel.close()
             shutil.rmtree(work, ignore_errors=True)
 
-    def _fetch_attachments(self, task: Task[Any], params: Any, bucket: str, work: Path) -> dict[str, Path]:
-        """Download the files the job's parameters name (a scenario, a cover) beside the source."""
+    def _stage(self, attempt: Attempt, task: Task[Any], params: Any, work: Path) -> TaskContext:
+        """Fetch the source and the attachments into ``work``; the task's context."""
+        bucket = self.storage.source_bucket(attempt.job.source_bucket)
         inputs: dict[str, Path] = {}
         for name, attachment in task.attachments(params).items():
             try:
                 check_key(attachment.key)
             except ValueError as error:
                 raise InvalidParameters(f"{task.name} parameters: {name} key {error}") from None
-            path = work / name
-            self.storage.download(bucket, attachment.key, path, max_bytes=attachment.max_bytes)
-            inputs[name] = path
-        return inputs
+            inputs[name] = work / name
+            self.storage.download(
+                bucket, attachment.key, inputs[name], max_bytes=attachment.max_bytes, abort=self._abort.is_set
+            )
+        self.storage.download(bucket, attempt.job.source_s3_key, work / SOURCE_NAME, abort=self._abort.is_set)
+        return TaskContext(
+            work_dir=work,
+            resources=self.resources,
+            inputs=inputs,
+            progress=lambda update: self._progress(attempt, update),
+            cancelled=lambda: attempt.cancelled(self._abort.is_set()),
+        )
 
-    def _progress(
-        self, job: Job, received: Received, channel: ProgressChannel | None, update: Progress
-    ) -> None:
-        if channel is None:
+    def _progress(self, attempt: Attempt, update: Progress) -> None:
+        if attempt.channel is None:
             return
         percent = min(99, int(update.fraction * 100))
         body = Callback(
-            job_id=job.job_id, status=Status.PROCESSING, progress=percent, attempt=received.attempt
+            job_id=attempt.job_id, status=Status.PROCESSING, progress=percent, attempt=attempt.number
         )
-        channel.update(body.body())
+        attempt.channel.update(body.body())
 
-    def _completion(
-        self, job: Job, received: Received, key: str, size: int, result: TaskResult
-    ) -> dict[str, Any]:
+    def _completion(self, attempt: Attempt, stored: Stored, result: TaskResult) -> dict[str, Any]:
+        """The completion record (``result.json``) and COMPLETED body: the stored bytes' size and SHA-256."""
         body = Callback(
-            job_id=job.job_id,
+            job_id=attempt.job_id,
             status=Status.COMPLETED,
             progress=100,
             message="done",
             output_bucket=self.storage.bucket,
-            output_s3_key=key,
-            file_size=size,
+            output_s3_key=stored.key,
+            file_size=stored.size,
+            sha256=stored.sha256,
             duration=round(result.duration, 3),
             metadata=Metadata.model_validate(result.metadata()),
-            attempt=received.attempt,
+            attempt=attempt.number,
         )
         return body.body()
 
-    def _publish(self, received: Received, job: Job, record: dict[str, Any], callback: str | None) -> None:
-        """Send the completion (with a fresh presigned link) and delete the message."""
-        if callback is not None:
-            body = {**record, "downloadUrl": self.storage.presign(str(record["outputS3Key"]))}
-            reply = self.notifier.send(callback, body, event_id=event_id(job.job_id, Status.COMPLETED))
-            if not reply.delivered:
-                log.error("completion callback not delivered; the result stays recorded in result.json")
-        self.consumer.delete(received)
-        self.jobs_done += 1
-        log.info("completed; message deleted")
+    # ------------------------------------------------------------------ outcomes
 
-    # ------------------------------------------------------------------ failures
+    def _conclude(self, received: Received, job_id: str, callback: str | None, body: dict[str, Any]) -> None:
+        """Decide the job's terminal outcome (once, in ``jobs/{jobId}/``) and call the backend."""
+        status = Status(body["status"])
+        terminal = self.state.decide(job_id, received.lifetime, status, body)
+        if not terminal.ours and terminal.status is not status:
+            log.warning("the job's outcome was already decided as %s; not %s", terminal.status, status)
+        self._deliver(callback, terminal)
+
+    def _deliver(self, callback: str | None, terminal: Terminal) -> None:
+        """Send a terminal event; one the backend did not take is kept in the outbox for re-sending."""
+        if callback is None:
+            return
+        try:
+            reply = self.notifier.send(callback, self.sendable(terminal), event_id=terminal.event_id)
+        except CallbackRefused as refused:
+            log.error("not sending %s to a refused callback URL: %s", terminal.status, refused)
+            return
+        if not reply.delivered:
+            log.error("%s callback not delivered; kept in the outbox for re-sending", terminal.status)
+            self._settle("keep in the outbox", lambda: self.state.keep(callback, terminal))
+
+    def sendable(self, terminal: Terminal) -> dict[str, Any]:
+        """The terminal body as sent: a COMPLETED one with a fresh presigned ``downloadUrl``."""
+        body = dict(terminal.body)
+        if terminal.status is Status.COMPLETED and body.get("outputS3Key"):
+            body["downloadUrl"] = self.storage.presign(str(body["outputS3Key"]))
+        return body
+
+    def _fail(self, attempt: Attempt, error: Exception) -> None:
+        limit = (self._policies or {}).get(attempt.received.queue)
+        decision = decide(
+            error, attempt=attempt.number, max_attempts=limit[0] if limit else self.settings.max_attempts,
+            dead_letter=limit is not None, base=self.settings.retry_base_seconds,
+            cap=self.settings.retry_max_seconds, shutting_down=self._abort.is_set(),
+        )  # fmt: skip
+        kind = "retryable" if decision.retryable else "permanent"
+        log.error("failed with %s (%s): %s -> %s", decision.code, kind, error, decision.action,
+                  exc_info=decision.code == "INTERNAL_ERROR")  # fmt: skip
+        if isinstance(error, CallbackRefused):
+            attempt.callback = None  # never send anything to a refused address
+        if decision.terminal is not None and not self._concluded(
+            attempt.received,
+            attempt.job_id,
+            attempt.callback,
+            failure_body(attempt.job_id, error, decision, attempt.number),
+        ):
+            decision = Decision(Action.RETRY, 1, None, decision.code, True)  # undecided: never drop it
+        self._settle(str(decision.action), lambda: self._apply(attempt.received, decision))
+        if decision.code == "DEVICE_LOST":
+            self.exit_code = EXIT_DEVICE_LOST
+            self.stop(cold=True)
+        outcome = {Action.RETRY: "RETRIED", Action.HAND_BACK: "RELEASED", Action.LEAVE: "LEFT"}
+        metrics.JOBS.labels(attempt.task, outcome.get(decision.action, str(decision.terminal))).inc()
+
+    def _concluded(self, received: Received, job_id: str, callback: str | None, body: dict[str, Any]) -> bool:
+        """Decide and send a failure's terminal outcome; False when it could not be recorded."""
+        try:
+            self._conclude(received, job_id, callback, body)
+        except Exception as problem:
+            log.error("could not record the outcome %s (%s); the job will be tried again", body["status"],
+                      problem)  # fmt: skip
+            return False
+        return True
+
+    def _apply(self, received: Received, decision: Decision) -> None:
+        if decision.action is Action.DELETE:
+            self.consumer.delete(received)
+        elif decision.action is Action.RETRY:
+            self.consumer.retry_later(received, decision.delay)
+        elif decision.action is Action.DEAD_LETTER:
+            self.consumer.retry_later(received, 0)
+        elif decision.action is Action.HAND_BACK:
+            log.warning("handing the message back for another worker (this try not counted)")
+            self.consumer.hand_back(received)
+
+    def _settle(self, what: str, call: Callable[[], None]) -> None:
+        """Run one settling call to SQS/S3; a failure is logged and counted, never raised."""
+        try:
+            call()
+        except Exception as error:
+            log.error("could not %s: %s (the message comes back when its visibility ends)", what, error)
+            metrics.SETTLE_ERRORS.labels(what).inc()
 
     def _refuse(self, received: Received, error: BadMessage) -> None:
         """A message that is not a job: permanent, deleted, FAILED sent where we safely can."""
-        with job_context(error.job_id or "-"):
+        job_id = error.job_id
+        with job_context(job_id or "-"):
             log.error("refused message %s: %s", received.message_id, error)
             callback = error.callback_url or self.settings.callback_url
-            if error.job_id is not None and callback is not None:
-                self._notify_failure(callback, error.job_id, received.attempt, error, Status.FAILED)
             metrics.JOBS.labels("unknown", "FAILED").inc()
-            self.consumer.delete(received)
+            if job_id is None or callback is None:
+                self._settle("delete", lambda: self.consumer.delete(received))
+                return
+            decision = Decision(Action.DELETE, 0, Status.FAILED, error.code, False)
+            body = failure_body(job_id, error, decision, received.attempt)
+            if not safe_id(job_id):  # no state can be kept for it: the one event, sent once
+                terminal = Terminal(Status.FAILED, event_id(job_id, Status.FAILED), body, ours=True)
+                self._deliver(callback, terminal)
+                self._settle("delete", lambda: self.consumer.delete(received))
+                return
+            if self._concluded(received, job_id, callback, body):
+                self._settle("delete", lambda: self.consumer.delete(received))
+            else:
+                self._settle("retry later", lambda: self.consumer.retry_later(received, 1))
 
-    def _settle_failure(self, received: Received, job: Job, callback: str | None, error: Exception) -> None:
-        code, _ = describe(error)
-        task = job.task_type.upper()
-        if isinstance(error, Cancelled) and self._abort.is_set():
-            log.warning("aborted by shutdown; releasing the message for another worker")
-            self.consumer.release(received, 0)
-            metrics.JOBS.labels(task, "RELEASED").inc()
-            return
-        if isinstance(error, Cancelled):
-            log.info("cancelled by the backend")
-            if callback is not None:
-                self._notify_failure(callback, job.job_id, received.attempt, error, Status.CANCELLED)
-            self.consumer.delete(received)
-            metrics.JOBS.labels(task, "CANCELLED").inc()
-            return
-        if isinstance(error, CallbackRefused):
-            callback = None  # never send anything to a refused address
-        limit = self._limits.get(received.queue)
-        decision = decide(
-            error, attempt=received.attempt, max_attempts=limit or self.settings.max_attempts,
-            dead_letter=limit is not None, base=self.settings.retry_base_seconds,
-            cap=self.settings.retry_max_seconds,
-        )  # fmt: skip
-        log.error("failed with %s (%s): %s -> %s", code, "retryable" if decision.retryable else "permanent",
-                  error, decision.action, exc_info=code == "INTERNAL_ERROR")  # fmt: skip
-        if decision.notify and callback is not None:
-            self._notify_failure(callback, job.job_id, received.attempt, error, Status.FAILED)
-        if decision.action is Action.RETRY:
-            self.consumer.release(received, decision.delay)
-        elif decision.action is Action.DEAD_LETTER:
-            self.consumer.release(received, 0)
-        else:
-            self.consumer.delete(received)
-        metrics.JOBS.labels(task, "FAILED" if decision.notify else "RETRIED").inc()
 
-    def _notify_failure(
-        self, callback: str, job_id: str, attempt: int, error: Exception, status: Status
-    ) -> None:
-        code, retryable = describe(error)
-        body = Callback(
-            job_id=job_id, status=status, message=str(error)[:2000], error_code=code,
-            error_message=str(error)[:2000], retryable=retryable, attempt=attempt,
-        )  # fmt: skip
-        try:
-            self.notifier.send(callback, body.body(), event_id=event_id(job_id, status, attempt))
-        except CallbackRefused as refused:
-            log.error("not sending %s to a refused callback URL: %s", status, refused)
+def failure_body(job_id: str, error: Exception, decision: Decision, attempt: int = 1) -> dict[str, Any]:
+    """The FAILED or CANCELLED callback body for ``error``."""
+    text = str(error)[:2000]
+    body = Callback(
+        job_id=job_id, status=decision.terminal or Status.FAILED, message=text, error_code=decision.code,
+        error_message=text, retryable=decision.retryable, attempt=attempt,
+    )  # fmt: skip
+    return body.body()

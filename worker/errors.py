@@ -34,7 +34,8 @@ class SourceTooLarge(WorkerError):
 
 
 class OutputTaken(WorkerError):
-    """The requested output key already holds another job's recorded result."""
+    """The output key is not this job's to write: outside the output prefixes, a source, job state,
+    another job's folder, or an object stamped by another job. Nothing is written."""
 
     code = "INPUT_INVALID"
     retryable = False
@@ -44,4 +45,43 @@ class StorageUnavailable(WorkerError):
     """S3 failed in a way another attempt may not (5xx, throttling, network)."""
 
     code = "STORAGE_ERROR"
+    retryable = True
+
+
+class DiskFull(WorkerError):
+    """Not enough free disk for the job here; another worker (or later) may have it."""
+
+    code = "DISK_FULL"
+    retryable = True
+
+
+class TransferAborted(WorkerError):
+    """A download or upload stopped by a cold stop (the second signal)."""
+
+    code = "ABORTED"
+    retryable = True
+
+
+class LeaseLost(WorkerError):
+    """The job's message can no longer be kept invisible: another run may own it now.
+
+    The job stops before publishing and leaves the message alone (no callback,
+    no delete, no release): whoever holds it now settles it.
+    """
+
+    code = "LEASE_LOST"
+    retryable = True
+
+
+class JobTimeout(WorkerError):
+    """The job ran past ``WORKER_JOB_TIMEOUT`` (or would pass SQS's 12 h cap); never re-run forever."""
+
+    code = "JOB_TIMEOUT"
+    retryable = False
+
+
+class WorkerDied(WorkerError):
+    """Every try of the job ended with its worker killed (OOM killer, a crash): seen in the DLQ."""
+
+    code = "WORKER_DIED"
     retryable = True

@@ -36,6 +36,16 @@ def _both(name: str) -> AliasChoices:
     return AliasChoices(to_camel(name), name)  # camelCase first: errors name Spring's spelling
 
 
+def safe_id(value: str) -> bool:
+    """Whether ``value`` may name a job (and so an S3 prefix): 1-128 ASCII letters, digits, ``-_.``."""
+    return (
+        0 < len(value) <= 128
+        and value.isascii()
+        and all(ch.isalnum() or ch in "-_." for ch in value)
+        and not value.startswith(".")
+    )
+
+
 def check_key(value: str) -> str:
     """``value`` if it is a safe S3 key: relative, no ``..`` or empty segments, at most 1024 bytes."""
     parts = value.split("/")
@@ -70,8 +80,8 @@ class Job(BaseModel):
     @field_validator("job_id")
     @classmethod
     def _safe_id(cls, value: str) -> str:
-        if not all(ch.isalnum() or ch in "-_." for ch in value) or value.startswith("."):
-            raise ValueError("may hold only letters, digits, '-', '_' and '.'")
+        if not safe_id(value):
+            raise ValueError("may hold only letters, digits, '-', '_' and '.', not first")
         return value
 
     @field_validator("source_s3_key", "output_s3_key")
@@ -97,7 +107,20 @@ def problems(error: ValidationError, root: str) -> str:
 
 
 def decode(body: str) -> Job:
-    """A message body → :class:`Job`, or :class:`BadMessage` with what could be recovered."""
+    """A message body → :class:`Job`, or :class:`BadMessage` with what could be recovered.
+
+    Nothing else escapes: a body that breaks the parser itself (nested past the
+    recursion limit, digits past the int limit) is a bad message like any other.
+    """
+    try:
+        return _decode(body)
+    except BadMessage:
+        raise
+    except Exception as error:  # RecursionError, MemoryError-free parser faults, validator bugs
+        raise BadMessage(f"message body cannot be read: {type(error).__name__}: {str(error)[:200]}") from None
+
+
+def _decode(body: str) -> Job:
     try:
         raw = json.loads(body)
     except ValueError as error:
@@ -111,9 +134,17 @@ def decode(body: str) -> Job:
         callback = raw.get("callbackUrl", raw.get("callback_url"))
         raise BadMessage(
             f"invalid job message: {problems(error, 'message')}",
-            job_id=str(job_id) if isinstance(job_id, str | int) and not isinstance(job_id, bool) else None,
-            callback_url=callback if isinstance(callback, str) else None,
+            job_id=_readable_id(job_id),
+            callback_url=callback if isinstance(callback, str) and len(callback) <= 2048 else None,
         ) from None
+
+
+def _readable_id(value: object) -> str | None:
+    """A job id worth answering to: a short string or integer, else None."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = value if isinstance(value, str) else str(value) if abs(value) < 10**128 else ""
+    return text if 0 < len(text) <= 128 else None
 
 
 class Metadata(BaseModel):
@@ -148,6 +179,7 @@ class Callback(BaseModel):
     output_s3_key: str | None = Field(None, alias="outputS3Key")
     download_url: str | None = None
     file_size: int | None = None
+    sha256: str | None = None
     duration: float | None = None
     metadata: Metadata | None = None
     error_code: str | None = None

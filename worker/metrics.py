@@ -16,3 +16,24 @@ JOB_SECONDS = Histogram(
     registry=REGISTRY,
 )
 RECEIVE_ERRORS = Counter("vidworker_receive_errors", "Failed SQS receive calls", registry=REGISTRY)
+LOOP_ERRORS = Counter(
+    "vidworker_loop_errors",
+    "Unexpected errors while handling a message (the loop went on)",
+    registry=REGISTRY,
+)
+SETTLE_ERRORS = Counter(
+    "vidworker_settle_errors", "Failed settling calls (delete, retry, hand back, outbox)", ["call"],
+    registry=REGISTRY,
+)  # fmt: skip
+HEARTBEAT_FAILURES = Counter(
+    "vidworker_heartbeat_failures", "Visibility extensions that failed", registry=REGISTRY
+)
+LEASES_LOST = Counter(
+    "vidworker_leases_lost", "Jobs stopped because their message was lost", registry=REGISTRY
+)
+DEAD_LETTERS = Counter(
+    "vidworker_dead_letters_failed", "Dead-lettered jobs reported FAILED by the watcher", registry=REGISTRY
+)
+OUTBOX = Counter(
+    "vidworker_outbox", "Kept terminal callbacks, by what became of them", ["outcome"], registry=REGISTRY
+)

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+MAX_JOB_SECONDS = 43200 - 600
+"""A job ends (JOB_TIMEOUT) ten minutes before SQS's 12 h visibility cap could hand it to another worker."""
+
 
 class ConfigError(Exception):
     """The environment does not describe a usable worker; the message names the variable."""
@@ -52,6 +55,12 @@ class Settings:
     presign_seconds: int = 7 * 24 * 3600
     multipart_threshold: int = 64 * 1024**2
     max_source_bytes: int = 8 * 1024**3
+    jobs_prefix: str = "jobs/"
+    output_prefixes: tuple[str, ...] = ("processed/",)
+    job_timeout: float = 6 * 3600.0
+    min_free_bytes: int = 1024**3
+    dead_letter_watch_seconds: float = 60.0
+    outbox_hours: float = 72.0
 
     def queue_url(self, name: str) -> str:
         url = self.gpu_queue_url if name == "gpu" else self.cpu_queue_url
@@ -102,6 +111,18 @@ def _queues(env: Mapping[str, str], cuda: bool) -> tuple[str, ...]:
     if unknown or len(set(queues)) != len(queues):
         raise ConfigError(f"WORKER_QUEUES={value!r}: expected gpu and/or cpu, each once")
     return queues
+
+
+def _prefixes(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
+    """Comma-separated S3 key prefixes, each ending in ``/``; refused when empty or unsafe."""
+    value = _text(env, name) or default
+    prefixes = tuple(part.strip().strip("/") + "/" for part in value.split(",") if part.strip().strip("/"))
+    for prefix in prefixes:
+        if prefix.startswith("/") or ".." in prefix.split("/") or "//" in prefix:
+            raise ConfigError(f"{name}={value!r}: {prefix!r} is not a relative S3 prefix")
+    if not prefixes:
+        raise ConfigError(f"{name}={value!r}: expected one or more S3 key prefixes")
+    return prefixes
 
 
 def load(env: Mapping[str, str] | None = None, *, cuda: bool = False) -> Settings:
@@ -159,11 +180,20 @@ def load(env: Mapping[str, str] | None = None, *, cuda: bool = False) -> Setting
         take_cpu_when_idle=_flag(env, "WORKER_TAKE_CPU_WHEN_IDLE", True),
         presign_seconds=int(_number(env, "WORKER_PRESIGN_SECONDS", 7 * 24 * 3600, 1, 7 * 24 * 3600)),
         max_source_bytes=int(_number(env, "WORKER_MAX_SOURCE_BYTES", 8 * 1024**3, 1, 1024**4)),
+        jobs_prefix=_prefixes(env, "WORKER_JOBS_PREFIX", "jobs/")[0],
+        output_prefixes=_prefixes(env, "OUTPUT_PREFIXES", "processed/"),
+        job_timeout=_number(env, "WORKER_JOB_TIMEOUT", 6 * 3600, 1, MAX_JOB_SECONDS),
+        min_free_bytes=int(_number(env, "WORKER_MIN_FREE_BYTES", 1024**3, 0, 1024**4)),
+        dead_letter_watch_seconds=_number(env, "WORKER_DLQ_WATCH_SECONDS", 60, 0, 86400),
+        outbox_hours=_number(env, "CALLBACK_OUTBOX_HOURS", 72, 0, 24 * 14),
     )
     for queue in settings.queues:
         settings.queue_url(queue)
     if settings.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL={settings.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
+    if any(settings.jobs_prefix.startswith(prefix) or prefix.startswith(settings.jobs_prefix)
+           for prefix in settings.output_prefixes):  # fmt: skip
+        raise ConfigError("WORKER_JOBS_PREFIX must not overlap OUTPUT_PREFIXES")
     if settings.heartbeat_seconds >= settings.visibility_timeout:
         raise ConfigError("WORKER_HEARTBEAT_SECONDS must be below WORKER_VISIBILITY_TIMEOUT")
     return settings

@@ -27,7 +27,12 @@ def test_happy_path_signed_callbacks_output_and_result_record(stack: Stack, clip
     assert done["outputS3Key"] == key and done["outputBucket"] == stack.aws.bucket
     assert done["metadata"]["frameCount"] == 10 and done["metadata"]["width"] == 128
     assert done["downloadUrl"].startswith(stack.proxy.endpoint) and "Signature" in done["downloadUrl"]
-    assert stack.keys() == [key, "processed/upscaled/job-1/result.json"]
+    assert stack.keys() == [key]
+    assert stack.keys("jobs/") == ["jobs/job-1/result.json", "jobs/job-1/terminal.json"]
+    record = json.loads(
+        stack.aws.client("s3").get_object(Bucket=stack.aws.bucket, Key="jobs/job-1/result.json")["Body"].read()
+    )
+    assert record["outputS3Key"] == key and record["fileSize"] == done["fileSize"]
     assert all(item.signature_ok for item in stack.receiver.of("job-1"))
     events = [item.headers["X-Event-Id"] for item in stack.receiver.of("job-1")]
     assert len(set(events)) == len(events)
@@ -169,12 +174,10 @@ def test_callback_endpoint_down_keeps_the_output_and_settles_the_message(stack: 
     stack.receiver.answer = lambda body: (500, {})
     stack.enqueue("cb-down", "uploads/cb.mp4")
     worker = stack.start()
-    assert wait_until(lambda: "completion callback not delivered" in worker.text(), 90), worker.text()[-2000:]
+    assert wait_until(lambda: "COMPLETED callback not delivered" in worker.text(), 90), worker.text()[-2000:]
     assert 2 <= len(stack.receiver.of("cb-down", "COMPLETED")) <= 5  # bounded retries
-    assert stack.keys() == [
-        "processed/upscaled/cb-down/cb_upscaled.mp4",
-        "processed/upscaled/cb-down/result.json",
-    ]
+    assert stack.keys() == ["processed/upscaled/cb-down/cb_upscaled.mp4"]
+    assert "jobs/cb-down/result.json" in stack.keys("jobs/")
     assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 10)
 
 
@@ -193,13 +196,13 @@ def test_json_logs_carry_the_job_id(stack: Stack, clips: Clips) -> None:
 
 def test_a_requested_output_key_holding_another_jobs_result_is_refused(stack: Stack, clips: Clips) -> None:
     stack.upload(clips("audio"), "uploads/s.mp4")
-    stack.enqueue("first", "uploads/s.mp4", outputS3Key="exports/shared.mp4")
+    stack.enqueue("first", "uploads/s.mp4", outputS3Key="processed/shared.mp4")
     worker = stack.start()
     stack.wait_for_status("first", "COMPLETED")
-    stack.enqueue("second", "uploads/s.mp4", outputS3Key="exports/shared.mp4")
+    stack.enqueue("second", "uploads/s.mp4", outputS3Key="processed/shared.mp4")
     failed = stack.wait_for_status("second", "FAILED")
     assert failed["errorCode"] == "INPUT_INVALID" and "first" in failed["errorMessage"]
-    assert stack.keys("exports/") == ["exports/shared.mp4", "exports/shared.mp4.result.json"]
+    assert stack.keys() == ["processed/shared.mp4"]
     assert len(stack.receiver.of("first", "COMPLETED")) == 1
     worker.stop()
 
@@ -245,9 +248,8 @@ def test_caption_and_visualizer_jobs_fetch_their_attachments_and_bad_ones_are_re
         assert failed["errorCode"] == code and failed["retryable"] is False, failed
     assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 15)
     assert stack.keys() == [
-        "processed/captioned/cap-inline/result.json", "processed/captioned/cap-inline/talk_captioned.mp4",
-        "processed/captioned/cap-s3/result.json", "processed/captioned/cap-s3/talk_captioned.mp4",
-        "processed/visualized/vis/result.json", "processed/visualized/vis/song_visualized.mp4",
+        "processed/captioned/cap-inline/talk_captioned.mp4", "processed/captioned/cap-s3/talk_captioned.mp4",
+        "processed/visualized/vis/song_visualized.mp4",
     ]  # fmt: skip
     assert "cues[0].end" in stack.wait_for_status("cap-invalid", "FAILED")["errorMessage"]
     assert worker.stop() == 0

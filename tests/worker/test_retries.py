@@ -7,7 +7,7 @@ import math
 import pytest
 
 from worker.errors import SourceNotFound, StorageUnavailable
-from worker.message import BadMessage
+from worker.message import BadMessage, Status
 from worker.retries import SQS_MAX_VISIBILITY, Action, Decision, backoff, decide, describe
 
 SAMPLES = 400
@@ -22,11 +22,11 @@ class Coded(Exception):
             self.retryable = retryable
 
 
-def samples(attempt: int, base: float, cap: float) -> list[int]:
+def samples(attempt: int, base: float, cap: float) -> list[float]:
     return [backoff(attempt, base, cap) for _ in range(SAMPLES)]
 
 
-def within(values: list[int], ceiling: float) -> bool:
+def within(values: list[float], ceiling: float) -> bool:
     """Every value in the jitter window [ceiling/2, ceiling], allowing for rounding to whole seconds."""
     low, high = max(1, math.floor(ceiling / 2)), max(1, math.ceil(ceiling))
     return all(low <= value <= high for value in values)
@@ -56,7 +56,7 @@ def test_permanent_failure_is_deleted_and_notified_on_any_attempt(attempt: int, 
     decision = decide(
         SourceNotFound("gone"), attempt=attempt, max_attempts=3, dead_letter=dead_letter, base=30, cap=900
     )
-    assert decision == Decision(Action.DELETE, 0, True, "SOURCE_NOT_FOUND", False)
+    assert decision == Decision(Action.DELETE, 0, Status.FAILED, "SOURCE_NOT_FOUND", False)
 
 
 @pytest.mark.parametrize(("attempt", "ceiling"), [(1, 30), (2, 60), (4, 240)])
@@ -66,7 +66,7 @@ def test_transient_failure_below_the_limit_is_retried_silently(attempt: int, cei
             StorageUnavailable("503"), attempt=attempt, max_attempts=5, dead_letter=True, base=30, cap=900
         )
         assert decision.action is Action.RETRY
-        assert decision.notify is False
+        assert decision.terminal is None
         assert (decision.code, decision.retryable) == ("STORAGE_ERROR", True)
         assert within([decision.delay], ceiling), decision.delay
 
@@ -74,13 +74,13 @@ def test_transient_failure_below_the_limit_is_retried_silently(attempt: int, cei
 @pytest.mark.parametrize("attempt", [3, 4])
 def test_last_attempt_with_a_dead_letter_queue_goes_there_and_notifies(attempt: int) -> None:
     decision = decide(RuntimeError("x"), attempt=attempt, max_attempts=3, dead_letter=True, base=30, cap=900)
-    assert decision == Decision(Action.DEAD_LETTER, 0, True, "INTERNAL_ERROR", True)
+    assert decision == Decision(Action.DEAD_LETTER, 0, Status.FAILED, "INTERNAL_ERROR", True)
 
 
 @pytest.mark.parametrize("attempt", [3, 4])
 def test_last_attempt_without_a_dead_letter_queue_is_deleted_and_notifies(attempt: int) -> None:
     decision = decide(RuntimeError("x"), attempt=attempt, max_attempts=3, dead_letter=False, base=30, cap=900)
-    assert decision == Decision(Action.DELETE, 0, True, "INTERNAL_ERROR", True)
+    assert decision == Decision(Action.DELETE, 0, Status.FAILED, "INTERNAL_ERROR", True)
 
 
 def test_single_attempt_policy_never_retries() -> None:
@@ -124,3 +124,25 @@ def test_backoff_is_capped_by_the_sqs_visibility_limit() -> None:
 def test_backoff_is_at_least_one_second(base: float, cap: float) -> None:
     assert min(samples(1, base, cap)) >= 1
     assert max(samples(1, base, cap)) <= 1
+
+
+@pytest.mark.parametrize(
+    ("error", "shutting_down", "action", "terminal"),
+    [
+        (Coded("LEASE_LOST", True), False, Action.LEAVE, None),
+        (Coded("ABORTED", True), False, Action.HAND_BACK, None),
+        (Coded("DEVICE_LOST", True), False, Action.HAND_BACK, None),
+        (Coded("CANCELLED", False), True, Action.HAND_BACK, None),
+        (Coded("CANCELLED", False), False, Action.DELETE, Status.CANCELLED),
+        (Coded("JOB_TIMEOUT", False), False, Action.DELETE, Status.FAILED),
+    ],
+    ids=["lease-lost", "aborted", "device-lost", "shutdown", "backend-cancel", "timeout"],
+)
+def test_one_decision_for_every_way_a_try_ends(
+    error: Exception, shutting_down: bool, action: Action, terminal: Status | None
+) -> None:
+    """Even on the last try: a lost lease is left alone and a shutdown never spends the job's tries."""
+    decision = decide(
+        error, attempt=3, max_attempts=3, dead_letter=True, base=30, cap=900, shutting_down=shutting_down
+    )
+    assert (decision.action, decision.terminal) == (action, terminal)

@@ -19,8 +19,16 @@ from botocore.config import Config
 
 from tests.worker.harness import FaultProxy
 from worker.embedded import CREDENTIALS, REGION, EmbeddedAWS
-from worker.errors import BucketNotAllowed, SourceNotFound, SourceTooLarge, StorageUnavailable
-from worker.storage import Storage, output_key, result_key
+from worker.errors import (
+    BucketNotAllowed,
+    DiskFull,
+    OutputTaken,
+    SourceNotFound,
+    SourceTooLarge,
+    StorageUnavailable,
+    TransferAborted,
+)
+from worker.storage import JOB_STAMP, SHA_STAMP, Storage
 
 MiB = 1024**2
 
@@ -55,36 +63,6 @@ def quick_client(endpoint: str) -> Any:
         endpoint_url=endpoint,
         config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1, "mode": "standard"}),
     )
-
-
-@pytest.mark.parametrize(
-    ("task", "expected"),
-    [
-        ("UPSCALE", "processed/upscaled/j1/clip_upscaled.mp4"),
-        ("upscale", "processed/upscaled/j1/clip_upscaled.mp4"),
-        ("CAPTION_RENDER", "processed/captioned/j1/clip_captioned.mp4"),
-        ("VISUALIZE", "processed/visualized/j1/clip_visualized.mp4"),
-    ],
-)
-def test_default_output_keys(task: str, expected: str) -> None:
-    assert output_key(task, "j1", "clip", None) == expected
-    assert output_key(task, "j1", "clip", "") == expected
-
-
-def test_requested_output_key_is_kept() -> None:
-    assert output_key("UPSCALE", "j1", "clip", "exports/j1/final.mp4") == "exports/j1/final.mp4"
-
-
-def test_result_key_is_beside_the_output() -> None:
-    """In the job's own folder (default keys): result.json; elsewhere: named after the output."""
-    assert result_key("processed/upscaled/j1/clip_upscaled.mp4", "j1") == "processed/upscaled/j1/result.json"
-    assert result_key("exports/j1/final.mp4", "j1") == "exports/j1/result.json"
-    assert result_key("exports/shared/final.mp4", "j1") == "exports/shared/final.mp4.result.json"
-
-
-def test_result_keys_of_different_outputs_differ() -> None:
-    assert result_key("exports/a.mp4", "j1") != result_key("exports/b.mp4", "j2")
-    assert result_key("a.mp4", "j1") != result_key("b.mp4", "j2")
 
 
 def test_source_bucket_allowlist(storage: Storage, bucket: str) -> None:
@@ -141,7 +119,8 @@ def test_multipart_upload_round_trip_with_checksum(
     data = os.urandom(12 * MiB)
     path = tmp_path / "output.mp4"
     path.write_bytes(data)
-    assert storage.upload(path, "processed/upscaled/j1/clip_upscaled.mp4") == len(data)
+    stored = storage.publish(path, "processed/upscaled/j1/clip_upscaled.mp4", "j1")
+    assert (stored.size, stored.sha256, stored.job_id) == (len(data), hashlib.sha256(data).hexdigest(), "j1")
     head = s3.head_object(
         Bucket=bucket, Key="processed/upscaled/j1/clip_upscaled.mp4", ChecksumMode="ENABLED"
     )
@@ -159,19 +138,19 @@ def test_small_upload_is_single_part_with_checksum(
     data = os.urandom(1000)
     path = tmp_path / "output.mp4"
     path.write_bytes(data)
-    storage.upload(path, "out/small.mp4")
+    storage.publish(path, "out/small.mp4", "j1")
     head = s3.head_object(Bucket=bucket, Key="out/small.mp4", ChecksumMode="ENABLED")
     assert "-" not in head["ETag"]
     assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
-def test_result_is_written_once(storage: Storage) -> None:
-    key = "processed/upscaled/j1/result.json"
-    assert storage.read_result(key) is None
+def test_a_state_object_is_written_once(storage: Storage) -> None:
+    key = "jobs/j1/result.json"
+    assert storage.get_json(key) is None
     first = {"jobId": "j1", "status": "COMPLETED", "fileSize": 10}
-    assert storage.write_result(key, first) is True
-    assert storage.write_result(key, {"jobId": "j1", "status": "COMPLETED", "fileSize": 99}) is False
-    assert storage.read_result(key) == first
+    assert storage.put_json_once(key, first) is True
+    assert storage.put_json_once(key, {"jobId": "j1", "status": "COMPLETED", "fileSize": 99}) is False
+    assert storage.get_json(key) == first
 
 
 def test_presigned_url_downloads_the_object(storage: Storage, s3: Any, bucket: str) -> None:
@@ -197,9 +176,9 @@ def test_unreachable_endpoint_is_a_retryable_storage_error(tmp_path: Path) -> No
     path.write_bytes(b"x" * 100)
     calls = [
         lambda: storage.download("b", "k.mp4", tmp_path / "source"),
-        lambda: storage.upload(path, "k.mp4"),
-        lambda: storage.read_result("result.json"),
-        lambda: storage.write_result("result.json", {}),
+        lambda: storage.publish(path, "k.mp4", "j1"),
+        lambda: storage.get_json("result.json"),
+        lambda: storage.put_json_once("result.json", {}),
     ]
     for call in calls:
         with pytest.raises(StorageUnavailable) as caught:
@@ -219,7 +198,7 @@ def failing_puts(moto_server: EmbeddedAWS) -> Iterator[FaultProxy]:
 def test_server_errors_on_result_write_are_storage_errors(failing_puts: FaultProxy, bucket: str) -> None:
     storage = Storage(quick_client(failing_puts.endpoint), bucket=bucket, allowed_buckets=frozenset({bucket}))
     with pytest.raises(StorageUnavailable, match="SlowDown"):
-        storage.write_result("result.json", {})
+        storage.put_json_once("result.json", {})
 
 
 def test_server_errors_on_upload_are_storage_errors(
@@ -229,4 +208,58 @@ def test_server_errors_on_upload_are_storage_errors(
     path = tmp_path / "output.mp4"
     path.write_bytes(b"x" * 100)
     with pytest.raises(StorageUnavailable):
-        storage.upload(path, "processed/upscaled/j1/clip_upscaled.mp4")
+        storage.publish(path, "processed/upscaled/j1/clip_upscaled.mp4", "j1")
+
+
+@pytest.mark.parametrize("size", [1000, 12 * MiB], ids=["single-part", "multipart"])
+def test_publication_is_exclusive_stamped_and_adopted_only_by_its_own_job(
+    storage: Storage, s3: Any, bucket: str, tmp_path: Path, size: int
+) -> None:
+    """If-None-Match on PutObject and on CompleteMultipartUpload: a published output is never replaced."""
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    first, second = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    first.write_bytes(os.urandom(size))
+    second.write_bytes(os.urandom(size))
+    key = "processed/upscaled/j1/out.mp4"
+    stored = storage.publish(first, key, "j1")
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["Metadata"] == {JOB_STAMP: "j1", SHA_STAMP: hashlib.sha256(first.read_bytes()).hexdigest()}
+    again = storage.publish(second, key, "j1")  # a second run of the same job adopts the first's bytes
+    assert again == stored
+    with pytest.raises(OutputTaken, match="job 'j1'") as caught:
+        storage.publish(second, key, "j2")
+    assert (caught.value.code, caught.value.retryable) == ("INPUT_INVALID", False)
+    versions = s3.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", [])
+    assert len(versions) == 1
+    assert storage.read_bytes_sha256(key) == (size, stored.sha256)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_an_unstamped_object_is_never_adopted(storage: Storage, s3: Any, bucket: str, tmp_path: Path) -> None:
+    s3.put_object(Bucket=bucket, Key="processed/x.mp4", Body=b"someone else's")
+    path = tmp_path / "output.mp4"
+    path.write_bytes(b"ours")
+    with pytest.raises(OutputTaken, match="no job"):
+        storage.publish(path, "processed/x.mp4", "j1")
+    assert s3.get_object(Bucket=bucket, Key="processed/x.mp4")["Body"].read() == b"someone else's"
+
+
+def test_download_refused_when_it_would_fill_the_disk(s3: Any, bucket: str, tmp_path: Path) -> None:
+    s3.put_object(Bucket=bucket, Key="a.mp4", Body=b"x" * 100)
+    greedy = Storage(s3, bucket=bucket, allowed_buckets=frozenset({bucket}), reserve_bytes=1024**5)
+    with pytest.raises(DiskFull, match="WORKER_MIN_FREE_BYTES") as caught:
+        greedy.download(bucket, "a.mp4", tmp_path / "source")
+    assert (caught.value.code, caught.value.retryable) == ("DISK_FULL", True)
+    assert not (tmp_path / "source").exists()
+
+
+def test_transfers_stop_when_aborted(storage: Storage, s3: Any, bucket: str, tmp_path: Path) -> None:
+    s3.put_object(Bucket=bucket, Key="big.mp4", Body=os.urandom(6 * MiB))
+    with pytest.raises(TransferAborted):
+        storage.download(bucket, "big.mp4", tmp_path / "source", abort=lambda: True)
+    path = tmp_path / "output.mp4"
+    path.write_bytes(os.urandom(12 * MiB))
+    with pytest.raises(TransferAborted):
+        storage.publish(path, "processed/upscaled/j9/o.mp4", "j9", abort=lambda: True)
+    assert storage.stamp("processed/upscaled/j9/o.mp4") is None
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
