@@ -67,3 +67,10 @@ class ToolUnavailable(MediaError):
 
     code = "FFMPEG_UNAVAILABLE"
     retryable = True
+
+
+class ChildLimitExceeded(LimitExceeded):
+    """The kernel stopped an ffmpeg child at one of its resource limits (file size, CPU time).
+
+    The same input would hit the same limit again: refused, not retried.
+    """

@@ -48,6 +48,7 @@ class FrameReader:
             stall_timeout=self.tools.stall_timeout,
             stdout=True,
             nice=self.tools.nice,
+            limits=self.tools.limits,
         )
         return self
 

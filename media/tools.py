@@ -1,4 +1,4 @@
-"""Where ffmpeg and ffprobe are and how long they may stall; probed encoders."""
+"""Where ffmpeg and ffprobe are, how long they may stall, their limits; probed encoders."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from media.errors import MediaError
-from media.process import run_captured
+from media.process import ChildLimits, run_captured
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,17 @@ class Tools:
     encoder. Throughput does not depend on it: measured on 2 cores, nice 0 and
     19 gave the same end-to-end time within the noise (the bounded queues pace
     the pipeline either way).
+
+    Kernel limits of every child (bytes, CPU seconds; 0 = none; see
+    :class:`~media.process.ChildLimits`). ``max_address_space``: measured peaks
+    (VmPeak, ffmpeg 5.1) are 0.8 GiB decoding 4K with automatic threads, 1.4 GiB
+    with 16 threads, 2.8 GiB for 8K libx265 with 32 pool threads, 3.8 GiB for
+    4K libx264 with 32 threads and 10.4 GiB with 96 (a 64-core host: one
+    64 MiB malloc arena and an 8 MiB stack per thread); 32 GiB leaves room and
+    still stops a runaway allocation. NVENC commands are exempt (CUDA reserves
+    its address space up front). ``max_file_size``: any one file ffmpeg writes.
+    ``max_cpu_seconds``: a runaway backstop, a week of one core (a 12 h job on
+    14 busy cores); the job timeout is the real bound.
     """
 
     ffmpeg: str = "ffmpeg"
@@ -30,6 +41,14 @@ class Tools:
     stall_timeout: float = 120.0
     probe_timeout: float = 30.0
     nice: int = 10
+    max_address_space: int = 32 * 1024**3
+    max_file_size: int = 64 * 1024**3
+    max_cpu_seconds: int = 7 * 24 * 3600
+
+    @property
+    def limits(self) -> ChildLimits:
+        """The resource limits children run under."""
+        return ChildLimits(self.max_address_space, self.max_file_size, self.max_cpu_seconds)
 
     def version(self) -> str:
         """First line of ``ffmpeg -version``, or why it could not be run."""
