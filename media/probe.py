@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -25,10 +25,35 @@ log = logging.getLogger(__name__)
 MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")
 """ISO-BMFF / QuickTime top-level boxes a file may start with (bytes 4-8)."""
 
-VIDEO_CODECS = frozenset(
+ASF_GUID = bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
+"""The ASF header object's GUID, the first 16 bytes of a WMV/ASF file."""
+
+MAGIC = (
+    (b"\x1a\x45\xdf\xa3", "matroska"),
+    (ASF_GUID, "asf"),
+    (b"FLV\x01", "flv"),
+    (b"OggS", "ogg"),
+    (b"\x1f\x07\x00", "dv"),  # a DIF sequence's header block: section type 0, sequence 0
+)
+"""Leading bytes → demuxer (MP4/MOV, AVI and MPEG-TS need more than a prefix: see sniff_demuxer)."""
+
+MODERN_CODECS = frozenset(
     {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mpeg1video", "prores", "mjpeg", "dnxhd"}
 )
-"""Video codecs we decode. Anything else (images, exotic or unknown codecs) is refused."""
+LEGACY_CODECS = frozenset(
+    {
+        "msmpeg4v2", "msmpeg4v3",  # MS-MPEG4, DivX 3 (AVI)
+        "wmv1", "wmv2", "wmv3", "vc1",  # Windows Media Video 7/8/9, VC-1 (ASF)
+        "h263", "h263p", "flv1",  # H.263, Sorenson Spark (FLV)
+        "theora",  # Ogg
+        "cinepak", "qtrle", "rawvideo",  # AVI/QuickTime
+        "dvvideo",  # DV camcorders
+        "ffv1", "huffyuv", "ffvhuff", "utvideo",  # lossless archival and editing codecs
+    }
+)  # fmt: skip
+VIDEO_CODECS = MODERN_CODECS | LEGACY_CODECS
+"""Video codecs we accept (ffprobe's ``codec_name``), reviewed one by one; also needs a decoder in
+the installed ffmpeg (:meth:`Tools.video_decoders`). Images and anything unlisted are refused."""
 
 REFUSED_TEXT = {
     b"#EXTM3U": "an HLS playlist",
@@ -49,6 +74,7 @@ class MediaLimits:
     max_pixels: int = 7680 * 4320
     max_duration: float = 4 * 3600.0
     max_fps: float = 240.0
+    video_codecs: frozenset[str] = VIDEO_CODECS
 
 
 @dataclass(frozen=True)
@@ -100,8 +126,9 @@ def sniff_demuxer(path: Path) -> str:
         raise CorruptMedia("the file is empty")
     if head[4:8] in MP4_BOXES:
         return "mov"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "matroska"
+    for magic, demuxer in MAGIC:
+        if head.startswith(magic):
+            return demuxer
     if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
         return "avi"
     if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
@@ -110,7 +137,9 @@ def sniff_demuxer(path: Path) -> str:
     for magic, what in REFUSED_TEXT.items():
         if stripped.startswith(magic):
             raise UnsupportedMedia(f"the file is {what}, not a video")
-    raise UnsupportedMedia("not a video container we accept (MP4/MOV, Matroska/WebM, AVI, MPEG-TS)")
+    raise UnsupportedMedia(
+        "not a video container we accept (MP4/MOV, Matroska/WebM, AVI, MPEG-TS, ASF/WMV, FLV, Ogg, DV)"
+    )
 
 
 def probe(path: Path, tools: Tools, limits: MediaLimits | None = None) -> MediaInfo:
@@ -125,7 +154,7 @@ def probe(path: Path, tools: Tools, limits: MediaLimits | None = None) -> MediaI
         raise LimitExceeded(f"file is {size} bytes; the limit is {limits.max_file_bytes}")
     demuxer = sniff_demuxer(path)
     report = ffprobe_json(path, demuxer, tools)
-    info = _describe(path, demuxer, size, report)
+    info = _describe(path, demuxer, size, report, lambda codec: _check_codec(codec, limits, tools))
     check_limits(info, limits)
     return info
 
@@ -140,7 +169,7 @@ def ffprobe_json(
 ) -> dict[str, Any]:
     """ffprobe's JSON report of ``path`` opened safely; :class:`CorruptMedia` if it cannot read it."""
     args = [tools.ffprobe, "-v", "error", "-hide_banner", *show, "-of", "json", *input_args(path, demuxer)]
-    status, out, err = run_captured(args, name="ffprobe", timeout=tools.probe_timeout)
+    status, out, err = run_captured(args, name="ffprobe", timeout=tools.probe_timeout, limits=tools.limits)
     if status != 0:
         raise CorruptMedia(f"ffprobe cannot read the file as {demuxer}: {err or f'exit status {status}'}")
     try:
@@ -150,15 +179,16 @@ def ffprobe_json(
     return report
 
 
-def _describe(path: Path, demuxer: str, size: int, report: dict[str, Any]) -> MediaInfo:
+def _describe(
+    path: Path, demuxer: str, size: int, report: dict[str, Any], check_codec: Callable[[str], None]
+) -> MediaInfo:
     streams: list[dict[str, Any]] = report.get("streams", [])
     videos = [s for s in streams if s.get("codec_type") == "video" and not _attached_picture(s)]
     if len(videos) != 1:
         raise UnsupportedMedia(f"expected exactly one video stream, found {len(videos)}")
     video = videos[0]
     codec = str(video.get("codec_name", "unknown"))
-    if codec not in VIDEO_CODECS:
-        raise UnsupportedMedia(f"video codec {codec!r} is not accepted")
+    check_codec(codec)
     coded_w, coded_h = int(video.get("width") or 0), int(video.get("height") or 0)
     if coded_w <= 0 or coded_h <= 0:
         raise CorruptMedia("the video stream has no frame size")
@@ -185,6 +215,14 @@ def _describe(path: Path, demuxer: str, size: int, report: dict[str, Any]) -> Me
         color=_color(video),
         audio=_audio(audio) if audio else None,
     )
+
+
+def _check_codec(codec: str, limits: MediaLimits, tools: Tools) -> None:
+    """:class:`UnsupportedMedia` unless ``codec`` is allowed and the installed ffmpeg decodes it."""
+    if codec not in limits.video_codecs:
+        raise UnsupportedMedia(f"video codec {codec!r} is not accepted")
+    if codec not in tools.video_decoders():
+        raise UnsupportedMedia(f"video codec {codec!r} is accepted but this ffmpeg has no decoder for it")
 
 
 def check_limits(info: MediaInfo, limits: MediaLimits) -> None:

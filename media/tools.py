@@ -1,4 +1,4 @@
-"""Where ffmpeg and ffprobe are, how long they may stall, their limits; probed encoders."""
+"""Where ffmpeg and ffprobe are, how long they may stall, their limits; probed encoders and decoders."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import functools
 import logging
 from dataclasses import dataclass
 
-from media.errors import MediaError
+from media.errors import MediaError, ToolUnavailable
 from media.process import ChildLimits, run_captured
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,13 @@ class Tools:
         """Whether ``encoder`` is built in *and* can encode here (NVENC needs a GPU and driver)."""
         return _encoder_works(self.ffmpeg, encoder, self.probe_timeout)
 
+    def video_decoders(self) -> frozenset[str]:
+        """Codec names (as ffprobe's ``codec_name``) this ffmpeg has a video decoder for; cached.
+
+        :class:`ToolUnavailable` if ``ffmpeg -decoders`` cannot be run.
+        """
+        return _video_decoders(self.ffmpeg, self.probe_timeout)
+
 
 @functools.cache
 def _encoder_works(ffmpeg: str, encoder: str, timeout: float) -> bool:
@@ -77,3 +84,32 @@ def _encoder_works(ffmpeg: str, encoder: str, timeout: float) -> bool:
     if status != 0:
         log.info("encoder %s unusable: %s", encoder, err or f"exit status {status}")
     return status == 0
+
+
+@functools.cache
+def _video_decoders(ffmpeg: str, timeout: float) -> frozenset[str]:
+    """Parse ``ffmpeg -decoders``; cached per (binary, timeout) for the process, failures not cached."""
+    args = [ffmpeg, "-hide_banner", "-decoders"]
+    status, out, err = run_captured(args, name="ffmpeg -decoders", timeout=timeout)
+    if status != 0:
+        raise ToolUnavailable(f"ffmpeg -decoders failed: {err or f'exit status {status}'}")
+    return parse_decoders(out.decode("utf-8", "replace"))
+
+
+def parse_decoders(listing: str) -> frozenset[str]:
+    """Video codec names in an ``ffmpeg -decoders`` listing.
+
+    A line is `` V....D name  description``; a decoder named apart from its
+    codec ends with ``(codec name)`` (``libdav1d ... (codec av1)``).
+    """
+    codecs = set()
+    _, _, table = listing.partition(" ------\n")
+    for line in table.splitlines():
+        flags, _, rest = line.strip().partition(" ")
+        if not flags.startswith("V") or not rest:
+            continue
+        name = rest.split()[0]
+        if rest.endswith(")") and "(codec " in rest:
+            name = rest.rsplit("(codec ", 1)[1].rstrip(")")
+        codecs.add(name)
+    return frozenset(codecs)

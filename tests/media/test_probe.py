@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from media.errors import CorruptMedia, LimitExceeded, MediaError, UnsupportedMedia
-from media.probe import AudioInfo, Color, MediaLimits, probe
+from media.probe import AudioInfo, Color, MediaLimits, probe, sniff_demuxer
 from media.tools import Tools
 from tests.conftest import Clips
 from tests.media import odd_clip, rotated_clip
@@ -106,6 +106,37 @@ def test_unknown_bytes_are_refused_before_ffprobe(tmp_path: Path) -> None:
     path.write_bytes(b"GIF89a" + bytes(200))
     with pytest.raises(UnsupportedMedia, match="not a video container"):
         probe(path, NO_FFPROBE)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b"GIF89a"],
+    ids=["png", "jpeg", "gif"],
+)
+def test_images_are_refused_before_ffprobe(tmp_path: Path, head: bytes) -> None:
+    path = tmp_path / "picture.mp4"
+    path.write_bytes(head + bytes(500))
+    with pytest.raises(UnsupportedMedia, match="not a video container") as caught:
+        probe(path, NO_FFPROBE)
+    assert caught.value.code == "UNSUPPORTED_MEDIA"
+
+
+@pytest.mark.parametrize(
+    ("head", "demuxer"),
+    [
+        (bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c"), "asf"),
+        (b"FLV\x01\x05", "flv"),
+        (b"OggS\x00\x02", "ogg"),
+        (b"\x1f\x07\x00\x3f", "dv"),
+        (b"\x1a\x45\xdf\xa3", "matroska"),
+        (b"RIFF\x00\x00\x00\x00AVI LIST", "avi"),
+        (b"\x00\x00\x00\x14ftypqt  ", "mov"),
+    ],
+)
+def test_containers_are_chosen_by_their_first_bytes(tmp_path: Path, head: bytes, demuxer: str) -> None:
+    path = tmp_path / "whatever.txt"
+    path.write_bytes(head + bytes(500))
+    assert sniff_demuxer(path) == demuxer
 
 
 def test_empty_file_is_corrupt_before_ffprobe(clips: Clips) -> None:
