@@ -69,6 +69,14 @@ class ToolUnavailable(MediaError):
     retryable = True
 
 
+class DecodeOverrun(DecodeFailed):
+    """The source decodes to more frames than its container declares: its duration lies.
+
+    The decoder is capped a margin past the declared length, so a damaged or
+    crafted file cannot keep a worker decoding for hours; refused, not retried.
+    """
+
+
 class ChildLimitExceeded(LimitExceeded):
     """The kernel stopped an ffmpeg child at one of its resource limits (file size, CPU time).
 

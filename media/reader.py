@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from types import TracebackType
 
 import numpy as np
 
 from media.color import scale_options
-from media.errors import DecodeFailed
+from media.errors import DecodeFailed, DecodeOverrun
 from media.probe import MediaInfo, input_args
 from media.process import Child
 from media.tools import Tools
+
+OVERRUN_FRAMES = 24
+"""Frames a source may decode to past its declared count (``info.frames``) before it is refused."""
+
+OVERRUN_FRACTION = 0.05
+"""The same margin as a fraction of the declared count; the larger of the two applies."""
+
+
+def frame_cap(info: MediaInfo) -> int:
+    """The most frames a decode of ``info`` may yield: its declared count plus the margin.
+
+    A container whose duration or count lies (a damaged or crafted header, or
+    streams concatenated behind one header) would otherwise decode for as long
+    as its content runs, past every probe-time limit.
+    """
+    return info.frames + max(OVERRUN_FRAMES, math.ceil(info.frames * OVERRUN_FRACTION))
 
 
 class FrameReader:
@@ -20,12 +37,15 @@ class FrameReader:
     Frames are as displayed (rotation applied), 8-bit whatever the source depth,
     at ``info.fps``; a variable-rate source is resampled to that constant rate
     (frames duplicated or dropped by ffmpeg's ``fps`` filter). ``frames_read``
-    counts what came out. Use as a context manager: leaving it early kills ffmpeg.
+    counts what came out, at most ``cap`` (:func:`frame_cap`): ffmpeg is told
+    to stop one frame past it, and that frame raises :class:`DecodeOverrun`.
+    Use as a context manager: leaving it early kills ffmpeg.
     """
 
     def __init__(self, info: MediaInfo, tools: Tools) -> None:
         self.info = info
         self.tools = tools
+        self.cap = frame_cap(info)
         self.frames_read = 0
         self._child: Child | None = None
 
@@ -38,7 +58,7 @@ class FrameReader:
             self.tools.ffmpeg, "-hide_banner", "-nostdin", "-v", "error",
             *input_args(self.info.path, self.info.demuxer),
             "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", ",".join(filters), *sync,
-            "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1",
+            "-frames:v", str(self.cap + 1), "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1",
         ]  # fmt: skip
 
     def __enter__(self) -> FrameReader:
@@ -66,6 +86,7 @@ class FrameReader:
         """Yield fresh arrays of up to ``size`` frames; the last may be shorter.
 
         Raises :class:`DecodeFailed` for a partial frame or a failed decoder,
+        :class:`DecodeOverrun` for a frame past ``cap``,
         :class:`~media.errors.MediaTimeout` if ffmpeg stalls.
         """
         child = self._require()
@@ -84,14 +105,19 @@ class FrameReader:
         if status != 0:
             raise DecodeFailed(f"ffmpeg decode failed (exit status {status}): {child.stderr_tail()}")
 
-    @staticmethod
-    def _read_frame(child: Child, frame: np.ndarray, number: int) -> bool:
+    def _read_frame(self, child: Child, frame: np.ndarray, number: int) -> bool:
         view = frame.data.cast("B")
         filled = child.read_into(view)
         if 0 < filled < len(view):
             raise DecodeFailed(
                 f"decoder stopped inside frame {number} ({filled} of {len(view)} bytes): "
                 f"{child.stderr_tail()}"
+            )
+        if filled and number > self.cap:
+            info = self.info
+            raise DecodeOverrun(
+                f"the container declares {info.frames} frames / {info.duration:.2f} s but decodes past "
+                f"{self.cap} frames: its duration is wrong (a damaged or crafted file)"
             )
         return filled == len(view)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,10 @@ RECIPES: dict[str, list[str]] = {
                   "-movflags", "+faststart"],
     "clip20": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=20", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
     "clip60": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=60", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    "mkv10": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=10", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+              "-f", "matroska"],
+    "ts2": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+            "-f", "mpegts"],
 }  # fmt: skip
 
 TEXT_FILES = {
@@ -71,9 +76,24 @@ def make_clip(name: str, directory: Path) -> Path:
     elif name == "cut":
         whole = make_clip("faststart", directory).read_bytes()
         path.write_bytes(whole[: len(whole) * 6 // 10])  # moov first: probes fine, frames missing
+    elif name == "liar_mkv":  # 10 s of frames behind a header that says 1 s
+        path.write_bytes(_mkv_claiming_one_second(make_clip("mkv10", directory).read_bytes()))
+    elif name == "liar_ts":  # four 2 s streams back to back: the timestamps restart, ffprobe sees 2 s
+        path.write_bytes(make_clip("ts2", directory).read_bytes() * 4)
     else:
         subprocess.run([*FFMPEG, *RECIPES[name], str(path)], check=True)
     return path
+
+
+def _mkv_claiming_one_second(data: bytes) -> bytes:
+    """A 10 s Matroska file whose Segment ``Duration`` and video ``DURATION`` tag both say 1 s."""
+    patched = bytearray(data)
+    duration = patched.index(b"\x44\x89\x88")  # Duration element, an 8-byte float of milliseconds
+    assert struct.unpack(">d", patched[duration + 3 : duration + 11]) == (10000.0,)
+    patched[duration + 3 : duration + 11] = struct.pack(">d", 1000.0)
+    tag = patched.index(b"00:00:10.000000000")
+    patched[tag : tag + 18] = b"00:00:01.000000000"
+    return bytes(patched)
 
 
 def ffprobe(path: Path, *, count: bool = False) -> dict[str, Any]:

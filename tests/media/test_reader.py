@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from media.errors import DecodeFailed
+from media.errors import DecodeFailed, DecodeOverrun
 from media.probe import Color, MediaInfo, probe
-from media.reader import FrameReader, decode_all
+from media.reader import OVERRUN_FRAMES, FrameReader, decode_all, frame_cap
 from media.tools import Tools
 from tests.conftest import Clips
 from tests.media import bar_means, bt709_clip, odd_clip, rotated_clip
@@ -71,6 +71,37 @@ def test_variable_rate_source_is_resampled_to_constant_rate(clips: Clips) -> Non
     assert info.vfr
     assert frames.shape[1:] == (36, 64, 3)
     assert abs(len(frames) - round(info.duration * info.fps)) <= 1
+
+
+@pytest.mark.parametrize(("clip", "declared"), [("liar_mkv", 10), ("liar_ts", 20)])
+def test_a_container_that_lies_about_its_duration_stops_at_the_cap(
+    clips: Clips, clip: str, declared: int
+) -> None:
+    """A 10 s Matroska file whose header says 1 s; four 2 s MPEG-TS streams back to back."""
+    info = probe(clips(clip), TOOLS)
+    assert info.frames == declared
+    reader = FrameReader(info, TOOLS)
+    assert reader.cap == declared + OVERRUN_FRAMES
+    got: list[int] = []
+    with reader, pytest.raises(DecodeOverrun, match=f"declares {declared} frames / ") as caught:
+        got.extend(len(batch) for batch in reader.batches(8))
+    assert sum(got) == reader.frames_read <= reader.cap
+    assert caught.value.code == "DECODE_FAILED" and not caught.value.retryable
+    assert "decodes past" in str(caught.value)
+
+
+def test_ffmpeg_is_told_to_stop_one_frame_past_the_cap(clips: Clips) -> None:
+    reader = FrameReader(probe(clips("silent"), TOOLS), TOOLS)
+    command = reader.command()
+    assert command[command.index("-frames:v") + 1] == str(reader.cap + 1)
+
+
+@pytest.mark.parametrize(
+    ("declared", "cap"), [(1, 1 + OVERRUN_FRAMES), (10, 10 + OVERRUN_FRAMES), (1000, 1050)]
+)
+def test_the_cap_is_the_declared_count_plus_a_margin(clips: Clips, declared: int, cap: int) -> None:
+    info = dataclasses.replace(probe(clips("silent"), TOOLS), frames=declared)
+    assert frame_cap(info) == cap
 
 
 def test_rotated_clip_is_turned_clockwise_as_displayed(clips: Clips) -> None:

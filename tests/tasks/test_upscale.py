@@ -11,6 +11,7 @@ import pytest
 
 import tasks.engines
 from media import Tools, probe
+from media.errors import DecodeOverrun
 from media.reader import decode_all
 from models import DeviceError, DeviceLost, WeightStore
 from tasks import Cancelled, EngineCache, Progress, Resources, TaskContext, UpscaleTask
@@ -162,6 +163,16 @@ def test_file_cut_short_after_a_good_header_fails(clips: Clips, work_dir: Path, 
     with pytest.raises(Exception) as caught:
         upscale(clips("cut"), work_dir, resources, scale_factor=2)
     assert getattr(caught.value, "code", None) in {"DECODE_FAILED", "MEDIA_CORRUPT"}, caught.value
+    assert list(work_dir.iterdir()) == []
+
+
+def test_a_container_that_lies_about_its_duration_is_stopped(
+    clips: Clips, work_dir: Path, resources: Resources
+) -> None:
+    """10 s of frames behind a header that says 1 s: decoding stops at the cap, the job fails with a code."""
+    with pytest.raises(DecodeOverrun, match=r"declares 10 frames / 1.00 s but decodes past") as caught:
+        upscale(clips("liar_mkv"), work_dir, resources, scale_factor=2)
+    assert caught.value.code == "DECODE_FAILED" and not caught.value.retryable
     assert list(work_dir.iterdir()) == []
 
 
