@@ -106,9 +106,9 @@ class MediaInfo:
     height: int
     rotation: int  # clockwise degrees the stored frame is turned for display
     fps: Fraction
-    vfr: bool
-    duration: float
-    frames: int
+    vfr: bool  # variable or unverified timing: decoders resample to ``fps`` (see _frame_rate)
+    duration: float  # seconds of video, as the container declares them
+    frames: int  # the container's count, else duration x fps
     pix_fmt: str
     color: Color
     audio: AudioInfo | None
@@ -194,9 +194,9 @@ def _describe(
         raise CorruptMedia("the video stream has no frame size")
     rotation = _rotation(video)
     width, height = (coded_h, coded_w) if rotation % 180 else (coded_w, coded_h)
-    fps, vfr = _frame_rate(video)
-    duration = stream_duration(video, report.get("format", {}))
     declared = int(video.get("nb_frames") or 0)
+    fps, vfr = _frame_rate(video, counted=declared > 0)
+    duration = stream_duration(video, report.get("format", {}))
     frames = declared if declared > 0 and not vfr else max(1, round(duration * fps))
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
     return MediaInfo(
@@ -263,27 +263,54 @@ def _parse_rate(text: str | None) -> Fraction | None:
     return rate if rate > 0 else None
 
 
-def _frame_rate(video: dict[str, Any]) -> tuple[Fraction, bool]:
-    """The output frame rate (the stream's average) and whether the source is variable-rate."""
+def _frame_rate(video: dict[str, Any], *, counted: bool) -> tuple[Fraction, bool]:
+    """The output frame rate and whether decoders must resample to it (``vfr``).
+
+    The rate is the stream's average (``avg_frame_rate``), else its base rate
+    (``r_frame_rate``). Where the container counts its frames (MP4/MOV, AVI)
+    the average is measured (frames / duration), and a source is variable-rate
+    when it differs from the base rate. Where it does not (Matroska/WebM,
+    MPEG-TS, FLV, Ogg, ASF, DV) both rates are the muxer's claim (Matroska's
+    ``DefaultDuration``) or a guess from the first packets: a variable-rate
+    Matroska file made by dropping frames reports 10/s for both while holding
+    7/s. Such sources are all resampled (``vfr``): the ``fps`` filter lays the
+    frames on the clock, so the output covers the declared duration whatever
+    the true rate, and passes an evenly spaced stream through one to one.
+    """
     average = _parse_rate(video.get("avg_frame_rate"))
     base = _parse_rate(video.get("r_frame_rate"))
     rate = average or base
     if rate is None:
         raise CorruptMedia("the video stream has no frame rate")
     rate = rate.limit_denominator(1001)
-    return rate, base is not None and average is not None and abs(base - average) / base > 0.001
+    varies = base is not None and average is not None and abs(base - average) / base > 0.001
+    return rate, varies or not counted
 
 
 def stream_duration(stream: dict[str, Any], container: dict[str, Any]) -> float:
-    """Seconds, from the stream's own ffprobe entry else the container's; :class:`CorruptMedia` if neither."""
-    for source in (stream, container):
+    """Seconds: the stream's own duration, else its Matroska ``DURATION`` tag, else the container's.
+
+    :class:`CorruptMedia` if none is there. (A Matroska container's duration is
+    its longest stream's: an audio track that runs on would count.)
+    """
+    tag = stream.get("tags", {}).get("DURATION")
+    for value in (stream.get("duration"), _clock_seconds(tag), container.get("duration")):
         try:
-            value = float(source.get("duration", "nan"))
+            seconds = float(value if value is not None else "nan")
         except ValueError:
             continue
-        if value > 0:
-            return value
+        if seconds > 0:
+            return seconds
     raise CorruptMedia("the file has no duration")
+
+
+def _clock_seconds(text: str | None) -> float | None:
+    """``HH:MM:SS.fraction`` as seconds, ``None`` if it is not that."""
+    try:
+        hours, minutes, seconds = (text or "").split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
 
 
 def _color(video: dict[str, Any]) -> Color:

@@ -156,12 +156,21 @@ def _infer(engine: EngineLease, frames: np.ndarray) -> np.ndarray:
 
 
 def _check_complete(info: MediaInfo, read: int, written: int) -> None:
-    """Frames out must equal frames in, and a file must not end long before it says it does."""
+    """Frames out must equal frames in, and the frames must cover the time the file says it lasts.
+
+    The reader yields frames at the constant ``info.fps`` (a variable-rate or
+    uncounted source resampled), so they cover ``read / fps`` seconds; more
+    than max(2 frame periods, 1 %) short of ``info.duration`` is a truncated or
+    damaged file. Time, not a frame count: a variable-rate source's count is an estimate.
+    """
     if read != written:
         raise FrameCountMismatch(f"decoded {read} frames but encoded {written}")
     if read == 0:
         raise DecodeFailed("the video stream decoded to no frames at all")
-    if read < info.frames - max(2, info.frames // 100):
+    period = 1 / float(info.fps)
+    covered = read * period
+    if covered < info.duration - max(2 * period, info.duration / 100):
         raise DecodeFailed(
-            f"decoded {read} frames where the container declares about {info.frames}: truncated or damaged"
+            f"decoded {covered:.2f} s of video ({read} frames at {float(info.fps):g}/s) where the container "
+            f"declares {info.duration:.2f} s: truncated or damaged"
         )

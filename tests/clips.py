@@ -45,6 +45,11 @@ RECIPES: dict[str, list[str]] = {
                   "-movflags", "+faststart"],
     "clip20": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=20", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
     "clip60": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=60", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    # 28 of 40 frames kept at irregular times; Matroska claims 10/s (DefaultDuration) and counts nothing.
+    # The noise makes the frames, not the header, the bulk of the file (vfr_mkv_cut cuts it in half).
+    "vfr_mkv": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=4",
+                "-vf", "select='not(mod(n\\,3))+gt(random(0)\\,0.5)',noise=alls=60:allf=t",
+                "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "matroska"],
     "mkv10": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=10", "-c:v", "libx264", "-pix_fmt", "yuv420p",
               "-f", "matroska"],
     "ts2": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
@@ -76,6 +81,9 @@ def make_clip(name: str, directory: Path) -> Path:
     elif name == "cut":
         whole = make_clip("faststart", directory).read_bytes()
         path.write_bytes(whole[: len(whole) * 6 // 10])  # moov first: probes fine, frames missing
+    elif name == "vfr_mkv_cut":
+        whole = make_clip("vfr_mkv", directory).read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])  # header and durations intact, half the clusters gone
     elif name == "liar_mkv":  # 10 s of frames behind a header that says 1 s
         path.write_bytes(_mkv_claiming_one_second(make_clip("mkv10", directory).read_bytes()))
     elif name == "liar_ts":  # four 2 s streams back to back: the timestamps restart, ffprobe sees 2 s

@@ -57,7 +57,26 @@ def test_variable_rate_clip_is_flagged_and_counted_at_its_average_rate(clips: Cl
 
 
 def test_constant_rate_clips_are_not_flagged_variable(clips: Clips) -> None:
-    assert not any(probe(clips(name), TOOLS).vfr for name in ("audio", "silent", "10bit", "webm"))
+    assert not any(probe(clips(name), TOOLS).vfr for name in ("audio", "silent", "10bit"))
+
+
+def test_a_container_that_does_not_count_its_frames_is_resampled(clips: Clips) -> None:
+    """WebM declares no frame count, so its claimed rate cannot be checked: the reader resamples it."""
+    info = probe(clips("webm"), TOOLS)
+    assert info.vfr
+    assert (info.fps, info.frames) == (Fraction(10), 10)
+
+
+def test_variable_rate_matroska_is_flagged_though_it_claims_a_constant_rate(clips: Clips) -> None:
+    info = probe(clips("vfr_mkv"), TOOLS)
+    assert info.vfr  # both of its rates say 10/s; 28 frames in 4 s say otherwise
+    assert (info.fps, info.duration, info.frames) == (Fraction(10), 4.0, 40)
+
+
+def test_the_duration_of_a_matroska_video_track_is_its_own(clips: Clips) -> None:
+    """The container's duration is its longest track's: the video's DURATION tag is read first."""
+    info = probe(clips("webm"), TOOLS)
+    assert info.duration == pytest.approx(1.007)  # the Opus track runs to 1.008 s
 
 
 def test_rotated_clip_is_described_as_displayed(clips: Clips) -> None:

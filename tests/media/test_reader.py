@@ -73,6 +73,21 @@ def test_variable_rate_source_is_resampled_to_constant_rate(clips: Clips) -> Non
     assert abs(len(frames) - round(info.duration * info.fps)) <= 1
 
 
+def test_resampling_an_evenly_spaced_source_passes_its_frames_one_to_one(clips: Clips) -> None:
+    info = probe(clips("webm"), TOOLS)
+    assert info.vfr  # WebM does not count its frames
+    resampled = decode_all(info, TOOLS)
+    assert np.array_equal(resampled, decode_all(dataclasses.replace(info, vfr=False), TOOLS))
+    assert len(resampled) == 10
+
+
+def test_variable_rate_matroska_is_resampled_to_cover_its_duration(clips: Clips) -> None:
+    """28 frames at irregular times over 4 s; Matroska claims 10/s and counts nothing."""
+    info, frames = _decode(clips("vfr_mkv"))
+    assert info.vfr and info.fps == 10 and info.duration == 4.0
+    assert len(frames) == 40
+
+
 @pytest.mark.parametrize(("clip", "declared"), [("liar_mkv", 10), ("liar_ts", 20)])
 def test_a_container_that_lies_about_its_duration_stops_at_the_cap(
     clips: Clips, clip: str, declared: int

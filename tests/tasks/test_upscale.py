@@ -11,7 +11,7 @@ import pytest
 
 import tasks.engines
 from media import Tools, probe
-from media.errors import DecodeOverrun
+from media.errors import DecodeFailed, DecodeOverrun
 from media.reader import decode_all
 from models import DeviceError, DeviceLost, WeightStore
 from tasks import Cancelled, EngineCache, Progress, Resources, TaskContext, UpscaleTask
@@ -163,6 +163,26 @@ def test_file_cut_short_after_a_good_header_fails(clips: Clips, work_dir: Path, 
     with pytest.raises(Exception) as caught:
         upscale(clips("cut"), work_dir, resources, scale_factor=2)
     assert getattr(caught.value, "code", None) in {"DECODE_FAILED", "MEDIA_CORRUPT"}, caught.value
+    assert list(work_dir.iterdir()) == []
+
+
+def test_variable_rate_matroska_passes_covering_its_duration(
+    clips: Clips, work_dir: Path, resources: Resources
+) -> None:
+    """28 irregular frames in 4 s, which Matroska neither counts nor times (it claims 10/s): resampled."""
+    result, _ = upscale(clips("vfr_mkv"), work_dir, resources, scale_factor=2)
+    assert result.frame_count == 40
+    assert result.duration == pytest.approx(4.0, abs=0.1 + 1e-3)
+
+
+def test_a_variable_rate_source_cut_short_fails_on_the_time_its_frames_cover(
+    clips: Clips, work_dir: Path, resources: Resources
+) -> None:
+    """Half the clusters gone, the header intact: ffmpeg decodes what is left without an error."""
+    with pytest.raises(
+        DecodeFailed, match=r"decoded 2\.\d+ s of video .* where the container declares 4\.00 s"
+    ):
+        upscale(clips("vfr_mkv_cut"), work_dir, resources, scale_factor=2)
     assert list(work_dir.iterdir()) == []
 
 
