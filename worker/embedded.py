@@ -54,21 +54,25 @@ class EmbeddedAWS:
         ).client(service, endpoint_url=self.endpoint)
 
     def provision(
-        self, prefix: str = "vidworker", *, visibility: int = 30, max_receives: int = 3
+        self, prefix: str = "vidworker", *, visibility: int = 30, max_receives: int = 3, fifo: bool = False
     ) -> EmbeddedAWS:
-        """Create ``{prefix}-bucket`` and queues ``{prefix}-gpu``/``-cpu``, each with a DLQ."""
+        """Create ``{prefix}-bucket`` and queues ``{prefix}-gpu``/``-cpu``, each with a DLQ.
+
+        ``fifo``: FIFO queues (``….fifo``, as the backend may name them), FIFO DLQs too.
+        """
         sqs, s3 = self.client("sqs"), self.client("s3")
         self.bucket = f"{prefix}-bucket"
         s3.create_bucket(Bucket=self.bucket)
+        suffix, kind = (".fifo", {"FifoQueue": "true"}) if fifo else ("", {})
         for name in ("gpu", "cpu"):
-            dead = sqs.create_queue(QueueName=f"{prefix}-{name}-dlq")["QueueUrl"]
+            dead = sqs.create_queue(QueueName=f"{prefix}-{name}-dlq{suffix}", Attributes=kind)["QueueUrl"]
             attributes = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"]
             policy = json.dumps(
                 {"deadLetterTargetArn": attributes["QueueArn"], "maxReceiveCount": str(max_receives)}
             )
             self.queues[name] = sqs.create_queue(
-                QueueName=f"{prefix}-{name}",
-                Attributes={"VisibilityTimeout": str(visibility), "RedrivePolicy": policy},
+                QueueName=f"{prefix}-{name}{suffix}",
+                Attributes={"VisibilityTimeout": str(visibility), "RedrivePolicy": policy, **kind},
             )["QueueUrl"]
             self.dead_letters[name] = dead
         return self

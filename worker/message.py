@@ -144,7 +144,13 @@ def _readable_id(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     text = value if isinstance(value, str) else str(value) if abs(value) < 10**128 else ""
-    return text if 0 < len(text) <= 128 else None
+    if not 0 < len(text) <= 128 or not text.isprintable():
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: no callback body could carry it
+        return None
+    return text
 
 
 class Metadata(BaseModel):

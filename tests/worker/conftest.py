@@ -21,10 +21,26 @@ def moto_server() -> Iterator[EmbeddedAWS]:
 
 @pytest.fixture
 def stack(moto_server: EmbeddedAWS, tmp_path: Path) -> Iterator[Stack]:
+    yield from _stack(moto_server, tmp_path, fifo=False)
+
+
+@pytest.fixture
+def fifo_stack(moto_server: EmbeddedAWS, tmp_path: Path) -> Iterator[Stack]:
+    """As ``stack``, on FIFO queues (``….fifo``)."""
+    yield from _stack(moto_server, tmp_path, fifo=True)
+
+
+@pytest.fixture(params=["standard", "fifo"])
+def any_stack(moto_server: EmbeddedAWS, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """As ``stack``, once on standard queues and once on FIFO queues."""
+    yield from _stack(moto_server, tmp_path, fifo=request.param == "fifo")
+
+
+def _stack(moto_server: EmbeddedAWS, tmp_path: Path, *, fifo: bool) -> Iterator[Stack]:
     aws = EmbeddedAWS.__new__(EmbeddedAWS)  # share the server, not the queues
     aws.server, aws.endpoint = moto_server.server, moto_server.endpoint
     aws.queues, aws.dead_letters = {}, {}
-    aws.provision(f"t{uuid.uuid4().hex[:10]}", visibility=4, max_receives=3)
+    aws.provision(f"t{uuid.uuid4().hex[:10]}", visibility=4, max_receives=3, fifo=fifo)
     world = Stack(aws, CallbackReceiver(secret="s3cret-for-tests"), FaultProxy(aws.endpoint), tmp_path)
     yield world
     for worker in world.workers:

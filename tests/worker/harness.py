@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +34,8 @@ class FaultProxy:
     budget: int = 0
     failed: int = 0
     seen: list[tuple[str, str]] = field(default_factory=list)
+    sqs_faults: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """SQS action (``ChangeMessageVisibility``) → (error code answered, how many more times)."""
 
     def __post_init__(self) -> None:
         target = urlsplit(self.upstream)
@@ -44,10 +47,25 @@ class FaultProxy:
 
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
+                action = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
                 with lock:
                     outer.seen.append((self.command, self.path))
                     inject = outer.failed < outer.budget and outer.rule(self.command, self.path)
                     outer.failed += inject
+                    code, left = outer.sqs_faults.get(action, ("", 0))
+                    if left > 0:
+                        outer.sqs_faults[action] = (code, left - 1)
+                if left > 0:
+                    payload = json.dumps(
+                        {"__type": f"com.amazonaws.sqs#{code}", "message": "injected"}
+                    ).encode()
+                    self.send_response(400)
+                    self.send_header("x-amzn-query-error", f"{code};Sender")
+                    self.send_header("Content-Type", "application/x-amz-json-1.0")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 if inject:
                     payload = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
                     self.send_response(503)
@@ -88,6 +106,10 @@ class FaultProxy:
 
     def fail(self, rule: Rule, budget: int) -> None:
         self.rule, self.budget, self.failed = rule, budget, 0
+
+    def fail_sqs(self, action: str, code: str, times: int = 10**6) -> None:
+        """Answer the next ``times`` calls of SQS ``action`` with the client error ``code``."""
+        self.sqs_faults[action] = (code, times)
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -178,8 +200,14 @@ class Stack:
         self.send_raw(json.dumps(message), queue=queue)
         return message
 
-    def send_raw(self, body: str, *, queue: str = "cpu") -> None:
-        self.aws.client("sqs").send_message(QueueUrl=self.aws.queues[queue], MessageBody=body)
+    def send_raw(self, body: str, *, queue: str = "cpu", group: str = "jobs") -> None:
+        url = self.aws.queues[queue]
+        fifo = (
+            {"MessageGroupId": group, "MessageDeduplicationId": uuid.uuid4().hex}
+            if url.endswith(".fifo")
+            else {}
+        )
+        self.aws.client("sqs").send_message(QueueUrl=url, MessageBody=body, **fifo)
 
     def queue_counts(self, name: str, *, dead: bool = False) -> tuple[int, int]:
         """(visible, in flight) messages of queue ``name`` (or its DLQ)."""

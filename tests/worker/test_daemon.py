@@ -18,7 +18,8 @@ from tests.worker.harness import Stack, wait_until
 pytestmark = pytest.mark.slow
 
 
-def test_happy_path_signed_callbacks_output_and_result_record(stack: Stack, clips: Clips) -> None:
+def test_happy_path_signed_callbacks_output_and_result_record(any_stack: Stack, clips: Clips) -> None:
+    stack = any_stack
     stack.upload(clips("audio"), "uploads/u1/clip.mp4")
     stack.enqueue("job-1", "uploads/u1/clip.mp4", userId=7)
     worker = stack.start()
@@ -30,7 +31,9 @@ def test_happy_path_signed_callbacks_output_and_result_record(stack: Stack, clip
     assert stack.keys() == [key]
     assert stack.keys("jobs/") == ["jobs/job-1/result.json", "jobs/job-1/terminal.json"]
     record = json.loads(
-        stack.aws.client("s3").get_object(Bucket=stack.aws.bucket, Key="jobs/job-1/result.json")["Body"].read()
+        stack.aws.client("s3")
+        .get_object(Bucket=stack.aws.bucket, Key="jobs/job-1/result.json")["Body"]
+        .read()
     )
     assert record["outputS3Key"] == key and record["fileSize"] == done["fileSize"]
     assert all(item.signature_ok for item in stack.receiver.of("job-1"))

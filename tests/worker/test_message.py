@@ -263,7 +263,7 @@ def test_callback_schema_names_the_callback_fields() -> None:
         "outputS3Key",
         "downloadUrl",
         "fileSize",
-            "sha256",
+        "sha256",
         "duration",
         "metadata",
         "errorCode",

@@ -26,7 +26,10 @@ def test_sigterm_drains_the_running_job_and_exits_zero(stack: Stack, clips: Clip
     assert stack.queue_counts("cpu") == (0, 0)
 
 
-def test_second_signal_aborts_and_releases_the_message(stack: Stack, clips: Clips) -> None:
+def test_second_signal_aborts_and_hands_the_job_back_without_spending_a_try(
+    any_stack: Stack, clips: Clips
+) -> None:
+    stack = any_stack
     stack.upload(clips("clip20"), "uploads/e.mp4")
     stack.enqueue("abort", "uploads/e.mp4")
     worker = stack.start()
@@ -39,6 +42,9 @@ def test_second_signal_aborts_and_releases_the_message(stack: Stack, clips: Clip
     assert stack.receiver.of("abort", "COMPLETED") == [] and stack.receiver.of("abort", "FAILED") == []
     assert wait_until(lambda: stack.queue_counts("cpu") == (1, 0), 10), stack.queue_counts("cpu")
     assert stack.keys() == []
+    stack.start()  # the fresh copy carries the tries spent: none, so this is try 1 again
+    done = stack.wait_for_status("abort", "COMPLETED", timeout=120)
+    assert done["attempt"] == 1
 
 
 def test_sigkill_mid_job_is_redelivered_and_finished_once(stack: Stack, clips: Clips) -> None:
