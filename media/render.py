@@ -62,7 +62,14 @@ def run_render(args: Sequence[str], *, tools: Tools, name: str, on_frames: Calla
     ``tools.stall_timeout`` seconds is :class:`~media.errors.MediaTimeout`.
     """
     command = [args[0], "-progress", "pipe:1", "-nostats", "-stats_period", str(PROGRESS_PERIOD), *args[1:]]
-    with Child(command, name=name, stall_timeout=tools.stall_timeout, stdout=True, nice=tools.nice) as child:
+    with Child(
+        command,
+        name=name,
+        stall_timeout=tools.stall_timeout,
+        stdout=True,
+        nice=tools.nice,
+        limits=tools.limits,
+    ) as child:
         while line := child.read_line():
             key, _, value = line.decode("ascii", "replace").strip().partition("=")
             if key == "frame" and value.isdigit():

@@ -172,6 +172,7 @@ class FrameWriter:
             stall_timeout=self.tools.stall_timeout,
             stdin=True,
             nice=self.tools.nice,
+            limits=self.tools.limits,
         )
         return self
 

@@ -9,6 +9,7 @@ configuration, 1 when ``check`` finds a problem.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -44,9 +45,7 @@ def _settings() -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from media import MediaLimits, Tools
     from models import MODELS, WeightStore
-    from tasks import EngineCache, Resources
     from worker.consumer import Consumer
     from worker.daemon import Worker
     from worker.health import HealthServer
@@ -81,9 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             secret=settings.callback_secret, allowed_hosts=settings.callback_allowed_hosts,
             allow_private=settings.callback_allow_private,
         ),
-        resources=Resources(tools=Tools(ffmpeg=settings.ffmpeg, ffprobe=settings.ffprobe), store=store,
-                            engines=EngineCache(store),
-                            limits=MediaLimits(max_file_bytes=settings.max_source_bytes)),
+        resources=_resources(settings, store),
     )  # fmt: skip
     device = _device_report(settings)  # once: /health must stay cheap
     health = HealthServer(settings.health_port, lambda: {**_health(worker), **device}).start()
@@ -100,6 +97,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         health.close()
     return worker.exit_code
+
+
+def _resources(settings: Settings, store: Any) -> Any:
+    """Binaries, their kernel limits, media limits and the engine cache, as configured."""
+    from media import MediaLimits, Tools
+    from tasks import EngineCache, Resources
+
+    tools = Tools(
+        ffmpeg=settings.ffmpeg, ffprobe=settings.ffprobe, max_address_space=settings.ffmpeg_max_address_space,
+        max_file_size=settings.ffmpeg_max_file_bytes, max_cpu_seconds=settings.ffmpeg_max_cpu_seconds,
+    )  # fmt: skip
+    limits = MediaLimits(max_file_bytes=settings.max_source_bytes)
+    if settings.video_codecs is not None:
+        limits = dataclasses.replace(limits, video_codecs=settings.video_codecs)
+    return Resources(tools=tools, store=store, engines=EngineCache(store), limits=limits)
 
 
 def _served(settings: Settings) -> tuple[str, ...]:

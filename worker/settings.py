@@ -61,6 +61,10 @@ class Settings:
     min_free_bytes: int = 1024**3
     dead_letter_watch_seconds: float = 60.0
     outbox_hours: float = 72.0
+    ffmpeg_max_address_space: int = 32 * 1024**3
+    ffmpeg_max_file_bytes: int = 64 * 1024**3
+    ffmpeg_max_cpu_seconds: int = 7 * 24 * 3600
+    video_codecs: frozenset[str] | None = None  # None: the reviewed list in media.probe
 
     def queue_url(self, name: str) -> str:
         url = self.gpu_queue_url if name == "gpu" else self.cpu_queue_url
@@ -186,6 +190,10 @@ def load(env: Mapping[str, str] | None = None, *, cuda: bool = False) -> Setting
         min_free_bytes=int(_number(env, "WORKER_MIN_FREE_BYTES", 1024**3, 0, 1024**4)),
         dead_letter_watch_seconds=_number(env, "WORKER_DLQ_WATCH_SECONDS", 60, 0, 86400),
         outbox_hours=_number(env, "CALLBACK_OUTBOX_HOURS", 72, 0, 24 * 14),
+        ffmpeg_max_address_space=int(_number(env, "FFMPEG_MAX_ADDRESS_SPACE_BYTES", 32 * 1024**3, 0, 2**50)),
+        ffmpeg_max_file_bytes=int(_number(env, "FFMPEG_MAX_FILE_BYTES", 64 * 1024**3, 0, 2**50)),
+        ffmpeg_max_cpu_seconds=int(_number(env, "FFMPEG_MAX_CPU_SECONDS", 7 * 24 * 3600, 0, 365 * 86400)),
+        video_codecs=_names(env, "MEDIA_VIDEO_CODECS") or None,
     )
     for queue in settings.queues:
         settings.queue_url(queue)
