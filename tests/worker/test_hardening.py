@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, Clips
 from tests.worker.harness import Stack, wait_until
+from worker.embedded import Received
 
 pytestmark = pytest.mark.slow
 
@@ -175,9 +176,11 @@ def test_a_job_that_kills_its_worker_every_time_is_failed_once_then_redrivable(
     watch = {"WORKER_DLQ_WATCH_SECONDS": "1"}
     for attempt in (1, 2, 3):
         worker = stack.start(**watch)
-        assert stack.receiver.wait_for(
-            lambda item, n=attempt: item.body.get("jobId") == "doomed" and item.body.get("attempt") == n, 120
-        )
+
+        def running(item: Received, n: int = attempt) -> bool:
+            return item.body.get("jobId") == "doomed" and item.body.get("attempt") == n
+
+        assert stack.receiver.wait_for(running, 120)
         worker.signal(signal.SIGKILL)  # as the OOM killer would
         worker.wait(10)
     watcher = stack.start(**watch)

@@ -89,7 +89,7 @@ def test_single_attempt_policy_never_retries() -> None:
 
 
 def test_backoff_grows_exponentially_within_the_jitter_window() -> None:
-    previous_max = 0
+    previous_max = 0.0
     for attempt in range(1, 7):
         ceiling = 30 * 2 ** (attempt - 1)
         values = samples(attempt, 30, 10_000)

@@ -179,3 +179,28 @@ def test_settings_are_frozen() -> None:
 def test_queue_url_of_an_unconfigured_queue_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="SQS_GPU_QUEUE_URL"):
         Settings(cpu_queue_url=CPU_URL).queue_url("gpu")
+
+
+def test_job_state_output_prefixes_deadline_and_limits() -> None:
+    settings = load(MINIMAL, cuda=False)
+    assert (settings.jobs_prefix, settings.output_prefixes) == ("jobs/", ("processed/",))
+    assert 0 < settings.job_timeout <= 43200 - 600
+    given = env(OUTPUT_PREFIXES="exports, processed/", WORKER_JOBS_PREFIX="state", WORKER_JOB_TIMEOUT="60",
+                MEDIA_VIDEO_CODECS="h264,FFV1", FFMPEG_MAX_FILE_BYTES="0")  # fmt: skip
+    custom = load(given, cuda=False)
+    assert custom.output_prefixes == ("exports/", "processed/") and custom.jobs_prefix == "state/"
+    assert custom.job_timeout == 60 and custom.video_codecs == frozenset({"h264", "ffv1"})
+    assert custom.ffmpeg_max_file_bytes == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("WORKER_JOB_TIMEOUT", "43200", "WORKER_JOB_TIMEOUT"),  # would pass SQS's 12 h cap
+        ("OUTPUT_PREFIXES", "../up", "OUTPUT_PREFIXES"),
+        ("WORKER_JOBS_PREFIX", "processed/jobs", "WORKER_JOBS_PREFIX"),  # overlaps the outputs
+    ],
+)
+def test_unsafe_state_settings_are_refused(name: str, value: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load(env(**{name: value}), cuda=False)

@@ -1,0 +1,96 @@
+"""The Worker in this process against moto's server, with tasks that fail as a broken GPU would."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from models import DeviceError, DeviceLost
+from tasks import Resources, Task, TaskContext, TaskRegistry, TaskResult
+from worker.consumer import ATTEMPTS, Consumer
+from worker.daemon import EXIT_DEVICE_LOST, Worker
+from worker.embedded import EmbeddedAWS
+from worker.notify import Notifier
+from worker.settings import load
+from worker.storage import Storage
+
+
+class NoParams(BaseModel):
+    pass
+
+
+class Broken(Task[NoParams]):
+    """Raises ``error`` instead of running."""
+
+    name = "UPSCALE"
+    params_model = NoParams
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def run(self, source: Path, params: NoParams, context: TaskContext) -> TaskResult:
+        raise self.error
+
+
+def worker_for(aws: EmbeddedAWS, tmp_path: Path, error: Exception) -> Worker:
+    settings = load(aws.environment(WORKER_TMP_DIR=str(tmp_path / "tmp"), WORKER_WAIT_SECONDS="0",
+                                    WORKER_DLQ_WATCH_SECONDS="0"), cuda=False)  # fmt: skip
+    sqs, s3 = aws.client("sqs"), aws.client("s3")
+    registry = TaskRegistry()
+    registry.add(Broken(error))
+    return Worker(
+        settings,
+        consumer=Consumer(sqs, {"cpu": aws.queues["cpu"]}, wait_seconds=0, visibility_timeout=30),
+        storage=Storage(s3, bucket=aws.bucket, allowed_buckets=frozenset({aws.bucket})),
+        notifier=Notifier(secret=None, allowed_hosts=frozenset(), allow_private=True),
+        resources=Resources(),
+        tasks=registry,
+    )
+
+
+@pytest.fixture
+def aws(moto_server: EmbeddedAWS) -> EmbeddedAWS:
+    world = EmbeddedAWS.__new__(EmbeddedAWS)
+    world.server, world.endpoint = moto_server.server, moto_server.endpoint
+    world.queues, world.dead_letters = {}, {}
+    world.provision(f"ip{uuid.uuid4().hex[:10]}", visibility=30, max_receives=3)
+    world.client("s3").put_object(Bucket=world.bucket, Key="uploads/a.mp4", Body=b"video")
+    world.client("sqs").send_message(
+        QueueUrl=world.queues["cpu"],
+        MessageBody='{"jobId": "gpu-job", "taskType": "UPSCALE", "sourceS3Key": "uploads/a.mp4"}',
+    )
+    return world
+
+
+def visible(aws: EmbeddedAWS) -> list[dict[str, Any]]:
+    reply = aws.client("sqs").receive_message(
+        QueueUrl=aws.queues["cpu"], MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+        MessageSystemAttributeNames=["ApproximateReceiveCount"], WaitTimeSeconds=0,
+    )  # fmt: skip
+    messages: list[dict[str, Any]] = reply.get("Messages", [])
+    return messages
+
+
+def test_a_lost_gpu_hands_the_job_back_and_asks_for_a_fresh_process(aws: EmbeddedAWS, tmp_path: Path) -> None:
+    worker = worker_for(aws, tmp_path, DeviceLost("CUDA error: an illegal memory access"))
+    assert worker.run(max_jobs=5) == 1  # stops after the first: no further job in a broken context
+    assert worker.exit_code == EXIT_DEVICE_LOST
+    [copy] = visible(aws)
+    assert copy["Attributes"]["ApproximateReceiveCount"] == "1"  # a fresh copy...
+    assert copy["MessageAttributes"][ATTEMPTS]["StringValue"] == "0"  # ...that spent no try
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_device_error_is_retried_later_and_the_worker_goes_on(aws: EmbeddedAWS, tmp_path: Path) -> None:
+    worker = worker_for(aws, tmp_path, DeviceError("CUDA error: unspecified launch failure"))
+    assert worker.run(max_jobs=1) == 1
+    assert worker.exit_code == 0 and not worker.stopping
+    assert visible(aws) == []  # released with a backoff: invisible for now, not deleted
+    counts = aws.client("sqs").get_queue_attributes(
+        QueueUrl=aws.queues["cpu"], AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == "1"
