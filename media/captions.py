@@ -39,6 +39,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from errors import ErrorCode
 from media import fonts as _fonts
 from media.errors import MediaError
 
@@ -57,7 +58,7 @@ _ROW = {"bottom": 1, "middle": 4, "top": 7}
 class CaptionInvalid(MediaError):
     """A caption scenario that does not parse or breaks a limit; permanent."""
 
-    code = "INPUT_INVALID"
+    code = ErrorCode.INPUT_INVALID
     retryable = False
 
 

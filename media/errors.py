@@ -7,65 +7,65 @@ we refuse stays refused, a crashed or hung encoder may not crash again.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from errors import ErrorCode, VidworkerError
 
 
-class MediaError(Exception):
+class MediaError(VidworkerError):
     """Base of every error raised by :mod:`media`."""
 
-    code: ClassVar[str] = "MEDIA_ERROR"
-    retryable: ClassVar[bool] = False
+    code = ErrorCode.MEDIA_ERROR
+    retryable = False
 
 
 class UnsupportedMedia(MediaError):
     """Not a container, codec or stream layout we accept (playlists, scripts, no video…)."""
 
-    code = "UNSUPPORTED_MEDIA"
+    code = ErrorCode.UNSUPPORTED_MEDIA
 
 
 class CorruptMedia(MediaError):
     """An accepted container that cannot be read: empty, truncated, damaged."""
 
-    code = "MEDIA_CORRUPT"
+    code = ErrorCode.MEDIA_CORRUPT
 
 
 class LimitExceeded(MediaError):
     """The file is over a configured limit: size, pixels, duration or frame rate."""
 
-    code = "MEDIA_LIMIT_EXCEEDED"
+    code = ErrorCode.MEDIA_LIMIT_EXCEEDED
 
 
 class DecodeFailed(MediaError):
     """ffmpeg failed while decoding a file that had passed the probe."""
 
-    code = "DECODE_FAILED"
+    code = ErrorCode.DECODE_FAILED
 
 
 class EncodeFailed(MediaError):
     """The encoder or muxer failed; a worker-side fault, worth another attempt."""
 
-    code = "ENCODE_FAILED"
+    code = ErrorCode.ENCODE_FAILED
     retryable = True
 
 
 class FrameCountMismatch(MediaError):
     """The encoded file does not hold exactly the frames that were decoded."""
 
-    code = "FRAME_COUNT_MISMATCH"
+    code = ErrorCode.FRAME_COUNT_MISMATCH
     retryable = True
 
 
 class MediaTimeout(MediaError):
     """An ffmpeg child made no progress within its timeout and was killed."""
 
-    code = "MEDIA_TIMEOUT"
+    code = ErrorCode.MEDIA_TIMEOUT
     retryable = True
 
 
 class ToolUnavailable(MediaError):
     """ffmpeg or ffprobe cannot be started (not installed, not executable): a host fault."""
 
-    code = "FFMPEG_UNAVAILABLE"
+    code = ErrorCode.FFMPEG_UNAVAILABLE
     retryable = True
 
 

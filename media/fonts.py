@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from errors import ErrorCode
 from media.errors import MediaError
 from media.process import run_captured
 
@@ -36,7 +37,7 @@ class FontUnavailable(MediaError):
     installs fonts-noto-cjk); another worker may have it.
     """
 
-    code = "FONT_UNAVAILABLE"
+    code = ErrorCode.FONT_UNAVAILABLE
     retryable = True
 
 

@@ -6,52 +6,52 @@ whether retrying the job elsewhere or later could help (``retryable``).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from errors import ErrorCode, VidworkerError
 
 
-class ModelError(Exception):
+class ModelError(VidworkerError):
     """Base of every error raised by :mod:`models`."""
 
-    code: ClassVar[str] = "MODEL_ERROR"
-    retryable: ClassVar[bool] = False
+    code = ErrorCode.MODEL_ERROR
+    retryable = False
 
 
 class UnknownModel(ModelError):
     """The job names a model that is not in the registry."""
 
-    code = "INPUT_INVALID"
+    code = ErrorCode.INPUT_INVALID
 
 
 class UnsupportedScale(ModelError):
     """The requested output scale cannot be produced by the chosen model."""
 
-    code = "INPUT_INVALID"
+    code = ErrorCode.INPUT_INVALID
 
 
 class WeightsUnavailable(ModelError):
     """No weights file could be found, taken from the mirror or downloaded."""
 
-    code = "MODEL_UNAVAILABLE"
+    code = ErrorCode.MODEL_UNAVAILABLE
     retryable = True
 
 
 class WeightsInvalid(ModelError):
     """A weights file exists but fails its checksum or does not load as the model."""
 
-    code = "WEIGHTS_INVALID"
+    code = ErrorCode.WEIGHTS_INVALID
 
 
 class OutOfMemory(ModelError):
     """Inference ran out of memory even at the smallest tile size."""
 
-    code = "OUT_OF_MEMORY"
+    code = ErrorCode.OUT_OF_MEMORY
     retryable = True
 
 
 class InferenceFailed(ModelError):
     """The network raised or produced unusable output (NaN) for a frame."""
 
-    code = "INFERENCE_FAILED"
+    code = ErrorCode.INFERENCE_FAILED
 
 
 class DeviceError(ModelError):
@@ -63,7 +63,7 @@ class DeviceError(ModelError):
     :class:`tasks.EngineCache` forgets every engine on that device.
     """
 
-    code = "DEVICE_ERROR"
+    code = ErrorCode.DEVICE_ERROR
     retryable = True
 
 
@@ -78,4 +78,4 @@ class DeviceLost(DeviceError):
     manager restarts the process, which gets a fresh context.
     """
 
-    code = "DEVICE_LOST"
+    code = ErrorCode.DEVICE_LOST

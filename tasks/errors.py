@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from errors import ErrorCode, VidworkerError
 
 
-class TaskError(Exception):
+class TaskError(VidworkerError):
     """Base of the errors in :mod:`tasks`; ``code`` and ``retryable`` as in ``media``/``models``."""
 
-    code: ClassVar[str] = "TASK_FAILED"
-    retryable: ClassVar[bool] = False
+    code = ErrorCode.TASK_FAILED
+    retryable = False
 
 
 class InvalidParameters(TaskError):
     """The job's parameters do not validate; the message names the field."""
 
-    code = "INPUT_INVALID"
+    code = ErrorCode.INPUT_INVALID
 
 
 class UnknownTask(TaskError):
     """The job names a task type that is not registered."""
 
-    code = "INPUT_INVALID"
+    code = ErrorCode.INPUT_INVALID
 
 
 class Cancelled(TaskError):
     """The job was cancelled (by the backend or a shutdown) while it ran."""
 
-    code = "CANCELLED"
+    code = ErrorCode.CANCELLED
 
 
 class StageFailed(TaskError):
     """A pipeline stage raised something that is not one of our errors (a bug, a library fault)."""
 
-    code = "INTERNAL_ERROR"
+    code = ErrorCode.INTERNAL_ERROR
     retryable = True

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from errors import ErrorCode
 from tasks import TASKS, InvalidParameters, Progress, Resources, Task, TaskContext, TaskRegistry, TaskResult
 from worker import metrics
 from worker.attempt import Attempt
@@ -345,7 +346,7 @@ class Worker:
         )  # fmt: skip
         kind = "retryable" if decision.retryable else "permanent"
         log.error("failed with %s (%s): %s -> %s", decision.code, kind, error, decision.action,
-                  exc_info=decision.code == "INTERNAL_ERROR")  # fmt: skip
+                  exc_info=decision.code == ErrorCode.INTERNAL_ERROR)  # fmt: skip
         if isinstance(error, CallbackRefused):
             attempt.callback = None  # never send anything to a refused address
         if decision.terminal is not None and not self._concluded(
@@ -356,7 +357,7 @@ class Worker:
         ):
             decision = Decision(Action.RETRY, 1, None, decision.code, True)  # undecided: never drop it
         self._settle(str(decision.action), lambda: self._apply(attempt.received, decision))
-        if decision.code == "DEVICE_LOST":
+        if decision.code == ErrorCode.DEVICE_LOST:
             self.exit_code = EXIT_DEVICE_LOST
             self.stop(cold=True)
         outcome = {Action.RETRY: "RETRIED", Action.HAND_BACK: "RELEASED", Action.LEAVE: "LEFT"}

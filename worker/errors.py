@@ -6,30 +6,30 @@ an exception without them is a worker-side fault and retried.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from errors import ErrorCode, VidworkerError
 
 
-class WorkerError(Exception):
-    code: ClassVar[str] = "INTERNAL_ERROR"
-    retryable: ClassVar[bool] = True
+class WorkerError(VidworkerError):
+    code = ErrorCode.INTERNAL_ERROR
+    retryable = True
 
 
 class SourceNotFound(WorkerError):
     """The source object does not exist (or we may not read it)."""
 
-    code = "SOURCE_NOT_FOUND"
+    code = ErrorCode.SOURCE_NOT_FOUND
     retryable = False
 
 
 class BucketNotAllowed(WorkerError):
     """The job names a bucket outside ``ALLOWED_BUCKETS``."""
 
-    code = "INPUT_INVALID"
+    code = ErrorCode.INPUT_INVALID
     retryable = False
 
 
 class SourceTooLarge(WorkerError):
-    code = "MEDIA_LIMIT_EXCEEDED"
+    code = ErrorCode.MEDIA_LIMIT_EXCEEDED
     retryable = False
 
 
@@ -37,28 +37,28 @@ class OutputTaken(WorkerError):
     """The output key is not this job's to write: outside the output prefixes, a source, job state,
     another job's folder, or an object stamped by another job. Nothing is written."""
 
-    code = "INPUT_INVALID"
+    code = ErrorCode.INPUT_INVALID
     retryable = False
 
 
 class StorageUnavailable(WorkerError):
     """S3 failed in a way another attempt may not (5xx, throttling, network)."""
 
-    code = "STORAGE_ERROR"
+    code = ErrorCode.STORAGE_ERROR
     retryable = True
 
 
 class DiskFull(WorkerError):
     """Not enough free disk for the job here; another worker (or later) may have it."""
 
-    code = "DISK_FULL"
+    code = ErrorCode.DISK_FULL
     retryable = True
 
 
 class TransferAborted(WorkerError):
     """A download or upload stopped by a cold stop (the second signal)."""
 
-    code = "ABORTED"
+    code = ErrorCode.ABORTED
     retryable = True
 
 
@@ -69,19 +69,19 @@ class LeaseLost(WorkerError):
     no delete, no release): whoever holds it now settles it.
     """
 
-    code = "LEASE_LOST"
+    code = ErrorCode.LEASE_LOST
     retryable = True
 
 
 class JobTimeout(WorkerError):
     """The job ran past ``WORKER_JOB_TIMEOUT`` (or would pass SQS's 12 h cap); never re-run forever."""
 
-    code = "JOB_TIMEOUT"
+    code = ErrorCode.JOB_TIMEOUT
     retryable = False
 
 
 class WorkerDied(WorkerError):
     """Every try of the job ended with its worker killed (OOM killer, a crash): seen in the DLQ."""
 
-    code = "WORKER_DIED"
+    code = ErrorCode.WORKER_DIED
     retryable = True

@@ -6,10 +6,12 @@ import json
 import posixpath
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
+
+from errors import ErrorCode, VidworkerError
 
 
 class Status(StrEnum):
@@ -19,11 +21,11 @@ class Status(StrEnum):
     CANCELLED = "CANCELLED"
 
 
-class BadMessage(Exception):
+class BadMessage(VidworkerError):
     """The message cannot become a job; permanent. ``job_id`` is set when it could be read."""
 
-    code: ClassVar[str] = "INPUT_INVALID"
-    retryable: ClassVar[bool] = False
+    code = ErrorCode.INPUT_INVALID
+    retryable = False
 
     def __init__(self, message: str, *, job_id: str | None = None, callback_url: str | None = None) -> None:
         super().__init__(message)

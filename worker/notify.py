@@ -40,8 +40,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
+
+from errors import ErrorCode, VidworkerError
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,11 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _ALWAYS_REFUSED = ("link-local", "multicast", "reserved")
 
 
-class CallbackRefused(Exception):
+class CallbackRefused(VidworkerError):
     """The callback URL breaks the policy (scheme, host, address or redirect)."""
 
-    code: ClassVar[str] = "CALLBACK_REFUSED"
-    retryable: ClassVar[bool] = False
+    code = ErrorCode.CALLBACK_REFUSED
+    retryable = False
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import random
 from dataclasses import dataclass
 from enum import StrEnum
 
+from errors import ErrorCode
 from worker.message import Status
 
 SQS_MAX_VISIBILITY = 43200
@@ -46,7 +47,8 @@ class Decision:
 
 def describe(error: BaseException) -> tuple[str, bool]:
     """``(errorCode, retryable)`` of any exception; unknown exceptions are worker faults, retryable."""
-    return str(getattr(error, "code", "INTERNAL_ERROR")), bool(getattr(error, "retryable", True))
+    code = getattr(error, "code", ErrorCode.INTERNAL_ERROR)
+    return str(code), bool(getattr(error, "retryable", True))
 
 
 def backoff(attempt: int, base: float, cap: float, floor: float = 1.0) -> float:
@@ -72,11 +74,11 @@ def decide(
 ) -> Decision:
     """What to do with the job whose try number ``attempt`` raised ``error``."""
     code, retryable = describe(error)
-    if code == "LEASE_LOST":
+    if code == ErrorCode.LEASE_LOST:
         return Decision(Action.LEAVE, 0, None, code, True)
-    if code in ("ABORTED", "DEVICE_LOST") or (code == "CANCELLED" and shutting_down):
+    if code in (ErrorCode.ABORTED, ErrorCode.DEVICE_LOST) or (code == ErrorCode.CANCELLED and shutting_down):
         return Decision(Action.HAND_BACK, 0, None, code, True)
-    if code == "CANCELLED":
+    if code == ErrorCode.CANCELLED:
         return Decision(Action.DELETE, 0, Status.CANCELLED, code, False)
     if not retryable:
         return Decision(Action.DELETE, 0, Status.FAILED, code, False)
