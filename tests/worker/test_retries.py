@@ -146,3 +146,26 @@ def test_one_decision_for_every_way_a_try_ends(
         error, attempt=3, max_attempts=3, dead_letter=True, base=30, cap=900, shutting_down=shutting_down
     )
     assert (decision.action, decision.terminal) == (action, terminal)
+
+
+def test_every_coded_error_speaks_the_one_vocabulary() -> None:
+    """One base, one enum: no stray string codes in any layer."""
+    import media.captions
+    import media.fonts  # noqa: F401
+    import models.errors  # noqa: F401
+    import tasks.errors  # noqa: F401
+    import worker.errors
+    import worker.notify  # noqa: F401
+    from errors import ErrorCode, VidworkerError
+
+    found: list[type[VidworkerError]] = []
+    pending = [VidworkerError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    assert len(found) > 30
+    for cls in found:
+        assert isinstance(cls.code, ErrorCode), cls
+        assert isinstance(cls.retryable, bool), cls
+    assert issubclass(BadMessage, VidworkerError)
