@@ -36,7 +36,7 @@ from worker.keys import KeyPolicy
 from worker.logs import job_context
 from worker.message import BadMessage, Callback, Job, Metadata, Status, check_key, decode, safe_id
 from worker.notify import CallbackRefused, Notifier
-from worker.retries import Action, Decision, decide
+from worker.retries import Action, Decision, backoff, decide
 from worker.scratch import Scratch
 from worker.settings import MAX_JOB_SECONDS, Settings
 from worker.state import JobState, Terminal, event_id
@@ -134,7 +134,7 @@ class Worker:
                 failures = 0
             except Exception as error:  # SQS unreachable: back off, never busy-loop
                 failures += 1
-                delay = min(60.0, 2.0**failures)
+                delay = backoff(failures, 2.0, 60.0)
                 log.warning("receive failed (%s); retrying in %.0f s", error, delay)
                 metrics.RECEIVE_ERRORS.inc()
                 self._stopping.wait(delay)

@@ -14,7 +14,7 @@ Contract:
   the ``Host`` header names the URL's host.
 * Redirects are never followed: a 3xx is a failed delivery, not retried.
 * Terminal events (:meth:`Notifier.send`) are retried on connection errors,
-  timeouts, 429 and 5xx with exponential backoff and full jitter; network
+  timeouts, 429 and 5xx with the daemon's one backoff (``worker.retries``); network
   failures end in ``Reply(delivered=False)``, never an exception.
 * Progress (:meth:`Notifier.progress_channel`) never blocks the caller: the
   latest body is sent from a thread at most once per interval, one attempt each.
@@ -31,7 +31,6 @@ import http.client
 import ipaddress
 import json
 import logging
-import random
 import socket
 import ssl
 import threading
@@ -44,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from errors import ErrorCode, VidworkerError
+from worker.retries import backoff
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class Notifier:
 
     ``timeout`` is the socket timeout in seconds (connect and each read) of one
     attempt; ``backoff``/``max_backoff`` are seconds; the delay before retry
-    ``n`` (0-based) is ``uniform(0, min(max_backoff, backoff * 2**n))``.
+    ``n`` (0-based) is ``worker.retries.backoff(n + 1, backoff, max_backoff)``.
     """
 
     def __init__(
@@ -235,8 +235,8 @@ class Notifier:
         return ProgressChannel(self, url, job_id=job_id, min_interval=interval)
 
     def _delay(self, attempt: int) -> float:
-        """Full-jitter backoff in seconds before retry number ``attempt`` (0-based)."""
-        return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))  # noqa: S311
+        """Seconds before retry number ``attempt`` (0-based): the daemon's one backoff, no floor."""
+        return backoff(attempt + 1, self.backoff, self.max_backoff, floor=0.0)
 
     def _target(self, url: str) -> _Target:
         try:

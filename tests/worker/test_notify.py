@@ -207,7 +207,7 @@ def test_backoff_is_full_jitter_capped(
     server = receivers(default=Answer(502))
     reply = notifier(sleeps, attempts=5, backoff=0.5, max_backoff=3.0).send(server.url, {}, event_id="e")
     assert reply == Reply(delivered=False, status=502, cancel=False, attempts=5)
-    assert bounds == [(0, 0.5), (0, 1.0), (0, 2.0), (0, 3.0)]
+    assert bounds == [(0.25, 0.5), (0.5, 1.0), (1.0, 2.0), (1.5, 3.0)]
     assert sleeps == [0.5, 1.0, 2.0, 3.0]
 
 
