@@ -94,3 +94,28 @@ def test_a_device_error_is_retried_later_and_the_worker_goes_on(aws: EmbeddedAWS
         QueueUrl=aws.queues["cpu"], AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
     assert counts["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
+def test_a_fifo_hand_back_keeps_the_group_and_gets_a_fresh_deduplication_id(
+    moto_server: EmbeddedAWS, tmp_path: Path
+) -> None:
+    """AWS drops a repeated deduplication id for 5 minutes (moto does not): test the id itself."""
+    world = EmbeddedAWS.__new__(EmbeddedAWS)
+    world.server, world.endpoint = moto_server.server, moto_server.endpoint
+    world.queues, world.dead_letters = {}, {}
+    world.provision(f"ff{uuid.uuid4().hex[:10]}", visibility=30, max_receives=3, fifo=True)
+    world.client("s3").put_object(Bucket=world.bucket, Key="uploads/a.mp4", Body=b"video")
+    world.client("sqs").send_message(
+        QueueUrl=world.queues["cpu"], MessageGroupId="user-7", MessageDeduplicationId="first",
+        MessageBody='{"jobId": "gpu-job", "taskType": "UPSCALE", "sourceS3Key": "uploads/a.mp4"}',
+    )  # fmt: skip
+    worker = worker_for(world, tmp_path, DeviceLost("CUDA error: an illegal memory access"))
+    assert worker.run(max_jobs=1) == 1
+    reply = world.client("sqs").receive_message(
+        QueueUrl=world.queues["cpu"], MessageAttributeNames=["All"], WaitTimeSeconds=0,
+        MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"],
+    )  # fmt: skip
+    [copy] = reply["Messages"]
+    assert copy["Attributes"]["MessageGroupId"] == "user-7"
+    assert copy["Attributes"]["MessageDeduplicationId"] not in ("first", "")
+    assert copy["MessageAttributes"][ATTEMPTS]["StringValue"] == "0"
