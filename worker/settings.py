@@ -1,16 +1,44 @@
 """Settings: read once from the environment (spec §8) into a frozen object.
 
-This is the only module that reads ``os.environ`` for the daemon. A bad value
-fails at start with one message naming the variable.
+The only module that reads ``os.environ`` for the daemon. Parsing is declared
+(pydantic-settings): each field names its variable, ranges are ``ge``/``le``,
+comma lists are ``NoDecode`` + a before-validator; load() turns pydantic's
+ValidationError into one ConfigError naming each bad variable and its value.
+
+load() reads exactly the mapping it is given (``os.environ`` when None) through
+``_Variables``, an EnvSettingsSource over that mapping, then ``model_validate``.
+Not through BaseSettings' constructor: its sources are chosen per class, so a
+per-call mapping would need global state, and a Settings built in code (tests)
+would pick up the process environment. So the class takes only its keyword
+arguments; no .env file, secrets directory or command line is ever read.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 MAX_JOB_SECONDS = 43200 - 600
 """A job ends (JOB_TIMEOUT) ten minutes before SQS's 12 h visibility cap could hand it to another worker."""
@@ -20,51 +48,122 @@ class ConfigError(Exception):
     """The environment does not describe a usable worker; the message names the variable."""
 
 
-@dataclass(frozen=True)
-class Settings:
+def _items(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _split(value: object) -> object:
+    """A comma-separated variable → its non-blank items; a default or keyword argument as it is."""
+    return _items(value) if isinstance(value, str) else value
+
+
+def _queues(queues: tuple[str, ...]) -> tuple[str, ...]:
+    queues = tuple(queue.lower() for queue in queues)
+    if not queues or set(queues) - {"gpu", "cpu"} or len(set(queues)) != len(queues):
+        raise ValueError("expected gpu and/or cpu, each once")
+    return queues
+
+
+def _prefixes(parts: tuple[str, ...]) -> tuple[str, ...]:
+    """S3 key prefixes, each ending in ``/``; refused when empty or unsafe."""
+    prefixes = tuple(part.strip("/") + "/" for part in parts if part.strip("/"))
+    for prefix in prefixes:
+        if ".." in prefix.split("/") or "//" in prefix:
+            raise ValueError(f"{prefix!r} is not a relative S3 prefix")
+    if not prefixes:
+        raise ValueError("expected one or more S3 key prefixes")
+    return prefixes
+
+
+def _lower(names: frozenset[str] | None) -> frozenset[str] | None:
+    return None if names is None else frozenset(map(str.lower, names))
+
+
+def _http_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("is not an http(s) URL")
+    return url
+
+
+_Names = Annotated[frozenset[str], NoDecode, BeforeValidator(_split), AfterValidator(_lower)]
+_Codecs = Annotated[
+    frozenset[str] | None, NoDecode, BeforeValidator(lambda v: _split(v) or None), AfterValidator(_lower)
+]
+_Queues = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split), AfterValidator(_queues)]
+_Prefixes = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split), AfterValidator(_prefixes)]
+_Prefix = Annotated[str, AfterValidator(lambda prefix: _prefixes(_items(prefix))[0])]
+_HttpUrl = Annotated[str, AfterValidator(_http_url)]
+_Level = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(str.upper)]
+_Format = Annotated[Literal["text", "json"], BeforeValidator(str.lower)]
+_REPOSITORY = Path(__file__).resolve().parent.parent
+_DAY = 24 * 3600
+_WEEK = 7 * _DAY
+
+
+class Settings(BaseSettings):
     """Everything the daemon is configured with. Durations in seconds, sizes in bytes."""
 
-    region: str = "us-east-1"
-    endpoint_url: str | None = None
-    gpu_queue_url: str | None = None
-    cpu_queue_url: str | None = None
-    bucket: str = ""
-    allowed_buckets: frozenset[str] = frozenset()
-    callback_url: str | None = None
-    callback_secret: str | None = field(default=None, repr=False)
-    callback_allowed_hosts: frozenset[str] = frozenset()
-    callback_allow_private: bool = False
-    weights_dir: Path = Path(__file__).resolve().parent.parent / "weights"
-    weights_mirror: Path | None = None
-    weights_offline: bool = False
-    ffmpeg: str = "ffmpeg"
-    ffprobe: str = "ffprobe"
-    queues: tuple[str, ...] = ("cpu",)
-    drain_seconds: float = 300.0
-    tmp_dir: Path = Path("/tmp")  # noqa: S108 - the default of WORKER_TMP_DIR; jobs get private subdirs
-    health_port: int = 8090
-    log_level: str = "INFO"
-    log_format: str = "text"
-    wait_seconds: int = 20
-    visibility_timeout: int = 300
-    heartbeat_seconds: float = 60.0
-    max_attempts: int = 3
-    retry_base_seconds: float = 30.0
-    retry_max_seconds: float = 900.0
-    take_cpu_when_idle: bool = True
-    presign_seconds: int = 7 * 24 * 3600
-    multipart_threshold: int = 64 * 1024**2
-    max_source_bytes: int = 8 * 1024**3
-    jobs_prefix: str = "jobs/"
-    output_prefixes: tuple[str, ...] = ("processed/",)
-    job_timeout: float = 6 * 3600.0
-    min_free_bytes: int = 1024**3
-    dead_letter_watch_seconds: float = 60.0
-    outbox_hours: float = 72.0
-    ffmpeg_max_address_space: int = 32 * 1024**3
-    ffmpeg_max_file_bytes: int = 64 * 1024**3
-    ffmpeg_max_cpu_seconds: int = 7 * 24 * 3600
-    video_codecs: frozenset[str] | None = None  # None: the reviewed list in media.probe
+    model_config = SettingsConfigDict(
+        frozen=True, case_sensitive=True, validate_by_name=True, validate_default=True, allow_inf_nan=False
+    )
+
+    region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
+    gpu_queue_url: str | None = Field(None, validation_alias="SQS_GPU_QUEUE_URL")
+    cpu_queue_url: str | None = Field(None, validation_alias="SQS_CPU_QUEUE_URL")
+    bucket: str = Field("", validation_alias="S3_BUCKET_NAME")
+    # validators below: allowed_buckets defaults to {bucket}; callback_allowed_hosts gains the callback's host
+    allowed_buckets: _Names = Field(frozenset(), validation_alias="ALLOWED_BUCKETS")
+    callback_url: _HttpUrl | None = Field(None, validation_alias="BACKEND_CALLBACK_URL")
+    callback_secret: str | None = Field(None, validation_alias="CALLBACK_SECRET", repr=False)
+    callback_allowed_hosts: _Names = Field(frozenset(), validation_alias="CALLBACK_ALLOWED_HOSTS")
+    callback_allow_private: bool = Field(False, validation_alias="CALLBACK_ALLOW_PRIVATE_NETWORKS")
+    weights_dir: Path = Field(_REPOSITORY / "weights", validation_alias="WEIGHTS_DIR")
+    weights_mirror: Path | None = Field(None, validation_alias="WEIGHTS_MIRROR")
+    weights_offline: bool = Field(False, validation_alias="WEIGHTS_OFFLINE")
+    ffmpeg: str = Field("ffmpeg", validation_alias="FFMPEG_PATH")
+    ffprobe: str = Field("ffprobe", validation_alias="FFPROBE_PATH")
+    queues: _Queues = Field(("cpu",), validation_alias="WORKER_QUEUES")  # load(): the host's configured ones
+    drain_seconds: float = Field(300.0, validation_alias="WORKER_DRAIN_SECONDS", ge=0, le=43200)
+    tmp_dir: Path = Field(Path("/tmp"), validation_alias="WORKER_TMP_DIR")  # noqa: S108 - jobs get private subdirs
+    health_port: int = Field(8090, validation_alias="WORKER_HEALTH_PORT", ge=0, le=65535)
+    log_level: _Level = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: _Format = Field("text", validation_alias="LOG_FORMAT")
+    wait_seconds: int = Field(20, validation_alias="WORKER_WAIT_SECONDS", ge=0, le=20)
+    visibility_timeout: int = Field(300, validation_alias="WORKER_VISIBILITY_TIMEOUT", ge=1, le=43200)
+    heartbeat_seconds: float = Field(60.0, validation_alias="WORKER_HEARTBEAT_SECONDS", ge=0.1, le=3600)
+    max_attempts: int = Field(3, validation_alias="WORKER_MAX_ATTEMPTS", ge=1, le=100)
+    retry_base_seconds: float = Field(30.0, validation_alias="WORKER_RETRY_BASE_SECONDS", ge=0, le=43200)
+    retry_max_seconds: float = Field(900.0, validation_alias="WORKER_RETRY_MAX_SECONDS", ge=0, le=43200)
+    take_cpu_when_idle: bool = Field(True, validation_alias="WORKER_TAKE_CPU_WHEN_IDLE")
+    presign_seconds: int = Field(_WEEK, validation_alias="WORKER_PRESIGN_SECONDS", ge=1, le=_WEEK)
+    multipart_threshold: int = 64 * 1024**2  # no variable
+    max_source_bytes: int = Field(8 * 1024**3, validation_alias="WORKER_MAX_SOURCE_BYTES", ge=1, le=1024**4)
+    jobs_prefix: _Prefix = Field("jobs/", validation_alias="WORKER_JOBS_PREFIX")
+    output_prefixes: _Prefixes = Field(("processed/",), validation_alias="OUTPUT_PREFIXES")
+    job_timeout: float = Field(6 * 3600.0, validation_alias="WORKER_JOB_TIMEOUT", ge=1, le=MAX_JOB_SECONDS)
+    min_free_bytes: int = Field(1024**3, validation_alias="WORKER_MIN_FREE_BYTES", ge=0, le=1024**4)
+    dead_letter_watch_seconds: float = Field(60.0, validation_alias="WORKER_DLQ_WATCH_SECONDS", ge=0, le=_DAY)
+    outbox_hours: float = Field(72.0, validation_alias="CALLBACK_OUTBOX_HOURS", ge=0, le=24 * 14)
+    ffmpeg_max_address_space: int = Field(
+        32 << 30, validation_alias="FFMPEG_MAX_ADDRESS_SPACE_BYTES", ge=0, le=2**50
+    )
+    ffmpeg_max_file_bytes: int = Field(64 * 1024**3, validation_alias="FFMPEG_MAX_FILE_BYTES", ge=0, le=2**50)
+    ffmpeg_max_cpu_seconds: int = Field(_WEEK, validation_alias="FFMPEG_MAX_CPU_SECONDS", ge=0, le=365 * _DAY)
+    video_codecs: _Codecs = Field(None, validation_alias="MEDIA_VIDEO_CODECS")  # None: media.probe's list
+
+    @field_validator("allowed_buckets")
+    @classmethod
+    def _default_to_the_bucket(cls, buckets: frozenset[str], info: ValidationInfo) -> frozenset[str]:
+        bucket = info.data.get("bucket")
+        return buckets or (frozenset({bucket.lower()}) if bucket else buckets)
+
+    @field_validator("callback_allowed_hosts")
+    @classmethod
+    def _with_the_callback_host(cls, hosts: frozenset[str], info: ValidationInfo) -> frozenset[str]:
+        url = info.data.get("callback_url")
+        return hosts | {str(urlsplit(url).hostname)} if url else hosts  # hostname: lower case, present
 
     def queue_url(self, name: str) -> str:
         url = self.gpu_queue_url if name == "gpu" else self.cpu_queue_url
@@ -72,133 +171,66 @@ class Settings:
             raise ConfigError(f"WORKER_QUEUES names {name} but SQS_{name.upper()}_QUEUE_URL is not set")
         return url
 
-
-def _text(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "").strip()
-    return value or None
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    value = _text(env, name)
-    if value is None:
-        return default
-    if value.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if value.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{name}={value!r} is not a boolean (true/false)")
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, *_: Any, **__: Any
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Built in code, Settings takes its keyword arguments only; load() reads variables."""
+        return (init_settings,)
 
 
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    value = _text(env, name)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a number") from None
-    if not low <= number <= high:
-        raise ConfigError(f"{name}={value!r} is outside {low:g}..{high:g}")
-    return number
+class _Variables(EnvSettingsSource):
+    """The variables of ``env``, stripped, blank ones unset; looked up by alias only, never by field name."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        values = ((name, value.strip()) for name, value in self._env.items())
+        return {name: value for name, value in values if value}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        value, key, complex_ = super().get_field_value(field, field_name)
+        return (None if key == field_name else value), key, complex_
 
 
-def _names(env: Mapping[str, str], name: str) -> frozenset[str]:
-    return frozenset(part.strip().lower() for part in (env.get(name) or "").split(",") if part.strip())
+_PROBLEMS = {
+    "int_parsing": "is not an integer",
+    "float_parsing": "is not a number",
+    "finite_number": "is not a number",
+    "bool_parsing": "is not a boolean (true/false)",
+    "greater_than_equal": "is below the minimum {ge:g}",
+    "less_than_equal": "is above the maximum {le:g}",
+    "literal_error": "expected {expected}",
+    "value_error": "{error}",
+}
 
 
-def _queues(env: Mapping[str, str], cuda: bool) -> tuple[str, ...]:
-    value = _text(env, "WORKER_QUEUES")
-    queues = tuple(part.strip().lower() for part in value.split(",") if part.strip()) if value else ()
-    if not queues:
-        queues = ("gpu", "cpu") if cuda else ("cpu",)
-    unknown = [queue for queue in queues if queue not in ("gpu", "cpu")]
-    if unknown or len(set(queues)) != len(queues):
-        raise ConfigError(f"WORKER_QUEUES={value!r}: expected gpu and/or cpu, each once")
-    return queues
-
-
-def _prefixes(env: Mapping[str, str], name: str, default: str) -> tuple[str, ...]:
-    """Comma-separated S3 key prefixes, each ending in ``/``; refused when empty or unsafe."""
-    value = _text(env, name) or default
-    prefixes = tuple(part.strip().strip("/") + "/" for part in value.split(",") if part.strip().strip("/"))
-    for prefix in prefixes:
-        if prefix.startswith("/") or ".." in prefix.split("/") or "//" in prefix:
-            raise ConfigError(f"{name}={value!r}: {prefix!r} is not a relative S3 prefix")
-    if not prefixes:
-        raise ConfigError(f"{name}={value!r}: expected one or more S3 key prefixes")
-    return prefixes
+def _message(error: ErrorDetails, found: Mapping[str, Any]) -> str:
+    """``VARIABLE='value' is not a number``, or ``VARIABLE='value': expected ...``."""
+    name = str(error["loc"][0]) if error["loc"] else "?"
+    template = _PROBLEMS.get(error["type"])
+    problem = template.format(**error.get("ctx", {})) if template else error["msg"]
+    return f"{name}={found.get(name, error['input'])!r}{' ' if problem.startswith('is ') else ': '}{problem}"
 
 
 def load(env: Mapping[str, str] | None = None, *, cuda: bool = False) -> Settings:
     """Settings from ``env`` (default ``os.environ``); ``cuda``: this host has a usable GPU."""
-    env = os.environ if env is None else env
-    gpu_url, cpu_url = _text(env, "SQS_GPU_QUEUE_URL"), _text(env, "SQS_CPU_QUEUE_URL")
-    if gpu_url is None and cpu_url is None:
+    found = _Variables(os.environ if env is None else env)()
+    if not found.keys() & {"SQS_GPU_QUEUE_URL", "SQS_CPU_QUEUE_URL"}:
         raise ConfigError("set SQS_GPU_QUEUE_URL and/or SQS_CPU_QUEUE_URL")
-    bucket = _text(env, "S3_BUCKET_NAME")
-    if bucket is None:
+    if "S3_BUCKET_NAME" not in found:
         raise ConfigError("S3_BUCKET_NAME is not set")
-    callback = _text(env, "BACKEND_CALLBACK_URL")
-    allowed_hosts = _names(env, "CALLBACK_ALLOWED_HOSTS")
-    if callback is not None:
-        parts = urlsplit(callback)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"BACKEND_CALLBACK_URL={callback!r} is not an http(s) URL")
-        allowed_hosts |= {parts.hostname.lower()}
-    queues = _queues(env, cuda)
-    if _text(env, "WORKER_QUEUES") is None:  # the default: the host's queues that are configured
-        urls = {"gpu": gpu_url, "cpu": cpu_url}
-        queues = tuple(queue for queue in queues if urls[queue] is not None) or queues
-    log_format = (_text(env, "LOG_FORMAT") or "text").lower()
-    if log_format not in ("text", "json"):
-        raise ConfigError(f"LOG_FORMAT={log_format!r}: expected text or json")
-    mirror = _text(env, "WEIGHTS_MIRROR")
-    settings = Settings(
-        region=_text(env, "AWS_REGION") or _text(env, "AWS_DEFAULT_REGION") or "us-east-1",
-        endpoint_url=_text(env, "AWS_ENDPOINT_URL"),
-        gpu_queue_url=gpu_url,
-        cpu_queue_url=cpu_url,
-        bucket=bucket,
-        allowed_buckets=_names(env, "ALLOWED_BUCKETS") or frozenset({bucket.lower()}),
-        callback_url=callback,
-        callback_secret=_text(env, "CALLBACK_SECRET"),
-        callback_allowed_hosts=allowed_hosts,
-        callback_allow_private=_flag(env, "CALLBACK_ALLOW_PRIVATE_NETWORKS", False),
-        weights_dir=Path(_text(env, "WEIGHTS_DIR") or Settings.weights_dir),
-        weights_mirror=Path(mirror) if mirror else None,
-        weights_offline=_flag(env, "WEIGHTS_OFFLINE", False),
-        ffmpeg=_text(env, "FFMPEG_PATH") or "ffmpeg",
-        ffprobe=_text(env, "FFPROBE_PATH") or "ffprobe",
-        queues=queues,
-        drain_seconds=_number(env, "WORKER_DRAIN_SECONDS", 300, 0, 43200),
-        tmp_dir=Path(_text(env, "WORKER_TMP_DIR") or "/tmp"),  # noqa: S108
-        health_port=int(_number(env, "WORKER_HEALTH_PORT", 8090, 0, 65535)),
-        log_level=(_text(env, "LOG_LEVEL") or "INFO").upper(),
-        log_format=log_format,
-        wait_seconds=int(_number(env, "WORKER_WAIT_SECONDS", 20, 0, 20)),
-        visibility_timeout=int(_number(env, "WORKER_VISIBILITY_TIMEOUT", 300, 1, 43200)),
-        heartbeat_seconds=_number(env, "WORKER_HEARTBEAT_SECONDS", 60, 0.1, 3600),
-        max_attempts=int(_number(env, "WORKER_MAX_ATTEMPTS", 3, 1, 100)),
-        retry_base_seconds=_number(env, "WORKER_RETRY_BASE_SECONDS", 30, 0, 43200),
-        retry_max_seconds=_number(env, "WORKER_RETRY_MAX_SECONDS", 900, 0, 43200),
-        take_cpu_when_idle=_flag(env, "WORKER_TAKE_CPU_WHEN_IDLE", True),
-        presign_seconds=int(_number(env, "WORKER_PRESIGN_SECONDS", 7 * 24 * 3600, 1, 7 * 24 * 3600)),
-        max_source_bytes=int(_number(env, "WORKER_MAX_SOURCE_BYTES", 8 * 1024**3, 1, 1024**4)),
-        jobs_prefix=_prefixes(env, "WORKER_JOBS_PREFIX", "jobs/")[0],
-        output_prefixes=_prefixes(env, "OUTPUT_PREFIXES", "processed/"),
-        job_timeout=_number(env, "WORKER_JOB_TIMEOUT", 6 * 3600, 1, MAX_JOB_SECONDS),
-        min_free_bytes=int(_number(env, "WORKER_MIN_FREE_BYTES", 1024**3, 0, 1024**4)),
-        dead_letter_watch_seconds=_number(env, "WORKER_DLQ_WATCH_SECONDS", 60, 0, 86400),
-        outbox_hours=_number(env, "CALLBACK_OUTBOX_HOURS", 72, 0, 24 * 14),
-        ffmpeg_max_address_space=int(_number(env, "FFMPEG_MAX_ADDRESS_SPACE_BYTES", 32 * 1024**3, 0, 2**50)),
-        ffmpeg_max_file_bytes=int(_number(env, "FFMPEG_MAX_FILE_BYTES", 64 * 1024**3, 0, 2**50)),
-        ffmpeg_max_cpu_seconds=int(_number(env, "FFMPEG_MAX_CPU_SECONDS", 7 * 24 * 3600, 0, 365 * 86400)),
-        video_codecs=_names(env, "MEDIA_VIDEO_CODECS") or None,
-    )
+    if "WORKER_QUEUES" not in found:  # the default: the host's queues that are configured
+        host = ("gpu", "cpu") if cuda else ("cpu",)
+        found["WORKER_QUEUES"] = tuple(q for q in host if f"SQS_{q.upper()}_QUEUE_URL" in found) or host
+    try:
+        settings = Settings.model_validate(found)
+    except ValidationError as error:
+        raise ConfigError("; ".join(_message(detail, found) for detail in error.errors())) from None
     for queue in settings.queues:
         settings.queue_url(queue)
-    if settings.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"LOG_LEVEL={settings.log_level!r}: expected DEBUG, INFO, WARNING or ERROR")
     if any(settings.jobs_prefix.startswith(prefix) or prefix.startswith(settings.jobs_prefix)
            for prefix in settings.output_prefixes):  # fmt: skip
         raise ConfigError("WORKER_JOBS_PREFIX must not overlap OUTPUT_PREFIXES")

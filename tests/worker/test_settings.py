@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from worker.settings import ConfigError, Settings, load
 
@@ -172,7 +172,7 @@ def test_secret_is_kept_out_of_repr() -> None:
 
 def test_settings_are_frozen() -> None:
     settings = load(MINIMAL)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.bucket = "elsewhere"  # type: ignore[misc]
 
 
@@ -204,3 +204,25 @@ def test_job_state_output_prefixes_deadline_and_limits() -> None:
 def test_unsafe_state_settings_are_refused(name: str, value: str, named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         load(env(**{name: value}), cuda=False)
+
+
+def test_load_without_a_mapping_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in env(LOG_LEVEL="warning", WORKER_QUEUES="cpu").items():
+        monkeypatch.setenv(name, value)
+    settings = load()
+    assert (settings.cpu_queue_url, settings.bucket, settings.log_level) == (CPU_URL, "Videos", "WARNING")
+
+
+def test_only_the_documented_variables_are_read() -> None:
+    settings = load(env(bucket="elsewhere", multipart_threshold="5", S3_BUCKET_NAME=" Videos "))
+    assert settings.bucket == "Videos" and settings.multipart_threshold == 64 * 1024**2
+
+
+def test_every_bad_variable_is_named_with_its_value() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(env(WORKER_VISIBILITY_TIMEOUT="x", WORKER_DRAIN_SECONDS="-1", OUTPUT_PREFIXES="../up"))
+    assert str(raised.value) == (
+        "WORKER_DRAIN_SECONDS='-1' is below the minimum 0; "
+        "WORKER_VISIBILITY_TIMEOUT='x' is not an integer; "
+        "OUTPUT_PREFIXES='../up': '../up/' is not a relative S3 prefix"
+    )
