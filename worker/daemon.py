@@ -195,16 +195,29 @@ class Worker:
             ) as heartbeat:  # fmt: skip  (the callback's retries stay covered too)
                 attempt.heartbeat = heartbeat
                 record = self._produce(attempt, task, params)
-                self._conclude(attempt.received, attempt.job_id, attempt.callback, record)
-            self._settle("delete", lambda: self.consumer.delete(attempt.received))
-            self.jobs_done += 1
-            metrics.JOBS.labels(attempt.task, "COMPLETED").inc()
-            log.info("completed; message deleted")
+                self._complete(attempt, record)
         except Exception as error:
             self._fail(attempt, error)
         finally:
             metrics.JOB_SECONDS.observe(time.monotonic() - attempt.started)
             self.current = None
+
+    def _complete(self, attempt: Attempt, record: dict[str, Any]) -> None:
+        """The output is published and recorded: the job can only end COMPLETED from here on.
+
+        If the outcome cannot be decided now (S3 failing), the message comes back
+        and the replay (or the dead-letter watcher) finishes it; never FAILED.
+        """
+        try:
+            self._conclude(attempt.received, attempt.job_id, attempt.callback, record)
+        except Exception as error:
+            log.error("output recorded but its outcome not yet decided (%s); the message comes back", error)
+            self._settle("retry later", lambda: self.consumer.retry_later(attempt.received, 1))
+            return
+        self._settle("delete", lambda: self.consumer.delete(attempt.received))
+        self.jobs_done += 1
+        metrics.JOBS.labels(attempt.task, "COMPLETED").inc()
+        log.info("completed; message deleted")
 
     def _prepare(self, attempt: Attempt) -> tuple[Task[Any], Any]:
         """Task, parameters, callback URL and output key checked: anything wrong is INPUT_INVALID."""

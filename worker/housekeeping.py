@@ -5,7 +5,8 @@
   without any attempt having said so. Every ``interval`` seconds each worker
   looks through its queues' DLQs; for a job whose outcome is not decided
   (no ``result.json``, no terminal marker) it decides FAILED
-  (``WORKER_DIED``, retryable) and calls the backend — the terminal marker
+  (``WORKER_DIED``, retryable) and calls the backend — or COMPLETED when the
+  output was recorded but its outcome never written — the terminal marker
   makes that happen once across the fleet. Messages stay in the DLQ,
   redrivable (``python -m worker redrive``).
 * Outbox: terminal callbacks the backend did not take are re-sent until
@@ -96,7 +97,14 @@ class Housekeeping:
         except Exception:
             return 0  # not a job: nobody to tell
         state = self.worker.state
-        if state.terminal(job.job_id, received.lifetime) is not None or state.result(job.job_id) is not None:
+        callback = job.callback_url or self.worker.settings.callback_url
+        if state.terminal(job.job_id, received.lifetime) is not None:
+            return 0
+        record = state.result(job.job_id)
+        if record is not None:  # published and recorded, then the outcome could not be written
+            self.worker._deliver(
+                callback, state.decide(job.job_id, received.lifetime, Status.COMPLETED, record)
+            )
             return 0
         error = WorkerDied(f"the worker died on every try ({received.receives} receives); dead-lettered")
         body = Callback(
@@ -108,7 +116,7 @@ class Housekeeping:
             return 0
         log.error("job %s was dead-lettered after its worker died on every try; reporting FAILED", job.job_id)
         metrics.DEAD_LETTERS.inc()
-        self.worker._deliver(job.callback_url or self.worker.settings.callback_url, terminal)
+        self.worker._deliver(callback, terminal)
         return 1
 
     # ------------------------------------------------------------------ outbox
