@@ -10,7 +10,7 @@ export WEIGHTS_MIRROR
 # Models fetched by setup. Real hosts add the default model: make setup MODELS="realesr-animevideov3 realesrgan-x4plus"
 MODELS ?= realesr-animevideov3
 
-.PHONY: setup system venv weights demo test lint typecheck pytest bench clean
+.PHONY: setup system venv weights demo test lint typecheck pytest bench soak clean
 
 setup: system venv weights
 
@@ -54,6 +54,11 @@ bench: setup $(VENV)/.bench-installed
 	$(PY) -m bench.engine
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.captions
+
+# The chaos soak (docs/reliability.md): 3 workers killed at random, S3 and callback faults, hostile
+# and duplicate messages; one summary line. Replay a run: make soak SOAK_ARGS="--seed N".
+soak: setup
+	$(PY) -m tests.soak.chaos --jobs 120 $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,149 @@
+"""The flaky cloud and backend: S3 5xx from a proxy in front of moto; callback 5xx and slow replies."""
+
+from __future__ import annotations
+
+import http.client
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+S3_FAULTS = (
+    (503, "SlowDown", "Please reduce your request rate."),
+    (503, "ServiceUnavailable", "injected by the soak"),
+    (500, "InternalError", "We encountered an internal error. Please try again."),
+)
+_HOP = ("content-length", "transfer-encoding", "connection", "date", "server")
+
+
+def quiet(server: ThreadingHTTPServer) -> None:
+    """Do not print a traceback when a client hangs up mid-request: killed workers do that all the time."""
+    loud = server.handle_error
+
+    def handle_error(request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            loud(request, client_address)
+
+    setattr(server, "handle_error", handle_error)  # noqa: B010 - an instance's method, replaced
+
+
+class ChaosProxy:
+    """Forwards every request to ``upstream`` (moto); a seeded fraction ``rate`` of S3 requests
+    gets an S3 500/503 (SlowDown, ServiceUnavailable, InternalError) instead.
+
+    SQS requests (``POST /``) pass untouched. Like tests.worker.harness.FaultProxy, but random,
+    and an injected answer to a HEAD carries no body (a body there would poison the connection).
+    """
+
+    def __init__(self, upstream: str, *, rate: float, rng: random.Random) -> None:
+        self.rate = rate
+        self.rng = rng
+        self.requests: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        target = urlsplit(upstream)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
+                fault = outer._fault(self.command, self.path)
+                if fault is not None:
+                    status, code, message = fault
+                    payload = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                    return
+                connection = http.client.HTTPConnection(target.hostname or "", target.port, timeout=60)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+                    connection.request(self.command, self.path, body=body, headers=headers)
+                    reply = connection.getresponse()
+                    data = reply.read()
+                finally:
+                    connection.close()
+                self.send_response(reply.status)
+                for key, value in reply.getheaders():
+                    if key.lower() not in _HOP:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        quiet(self.server)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, name="chaos-proxy", daemon=True).start()
+
+    def _fault(self, method: str, path: str) -> tuple[int, str, str] | None:
+        service = "sqs" if path.split("?", 1)[0] == "/" else "s3"
+        with self._lock:
+            self.requests[service] += 1
+            if service != "s3":
+                return None
+            draw, pick = self.rng.random(), self.rng.randrange(len(S3_FAULTS))
+            if draw >= self.rate:
+                return None
+            fault = S3_FAULTS[pick]
+            self.injected[f"{method} {fault[0]} {fault[1]}"] += 1
+            return fault
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FlakyBackend:
+    """The callback receiver's ``answer``: a seeded fraction ``rate`` of POSTs gets a 500/503 or a slow 200.
+
+    The worker's callback timeout (worker/notify.py ``Notifier.timeout``, 10 s) has no
+    environment knob, so "slow" stays well under it (0.3–2 s): a real timeout would cost
+    the soak 10 s a time. :meth:`status_of` tells what a recorded callback was answered.
+    """
+
+    def __init__(self, *, rate: float, rng: random.Random) -> None:
+        self.rate = rate
+        self.rng = rng
+        self.injected: Counter[str] = Counter()
+        self._answers: dict[int, tuple[dict[str, Any], int]] = {}
+        self._lock = threading.Lock()
+
+    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            draw, pause = self.rng.random(), self.rng.uniform(0.3, 2.0)
+            if draw < self.rate * 0.5:
+                status, kind = 500, "500"
+            elif draw < self.rate * 0.7:
+                status, kind = 503, "503"
+            elif draw < self.rate:
+                status, kind = 200, "slow"
+            else:
+                status, kind = 200, ""
+            if kind:
+                self.injected[kind] += 1
+            self._answers[id(body)] = (body, status)  # the body is kept: its id stays unique
+        if kind == "slow":
+            time.sleep(pause)
+        return status, {}
+
+    def status_of(self, body: dict[str, Any]) -> int | None:
+        with self._lock:
+            found = self._answers.get(id(body))
+        return None if found is None else found[1]
