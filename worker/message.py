@@ -130,6 +130,13 @@ def _decode(body: str) -> Job:
     if not isinstance(raw, dict):
         raise BadMessage("message body is not a JSON object")
     try:
+        json.dumps(raw, ensure_ascii=False).encode()
+    except UnicodeEncodeError:  # "\ud800" is valid JSON but no text: no file, filter or callback can hold it
+        raise BadMessage(
+            "message holds text that is not Unicode (a lone surrogate escape)",
+            job_id=_readable_id(raw.get("jobId", raw.get("job_id"))),
+        ) from None
+    try:
         return Job.model_validate(raw)
     except ValidationError as error:
         job_id = raw.get("jobId", raw.get("job_id"))

@@ -49,5 +49,9 @@ def test_deep_nesting(depth: int, opener: str) -> None:
 def test_the_parsers_own_limits_are_bad_messages() -> None:
     for body in ("[" * 5000 + "]" * 5000, '{"jobId": ' + "9" * 5000 + "}", '{"jobId": "\\ud800"}', "\x00"):
         assert isinstance(decoded_or_refused(body), BadMessage)
+    surrogate = '{"jobId": "j1", "taskType": "CAPTION_RENDER", "sourceS3Key": "a.mp4", "parameters": '
+    surrogate += '{"scenario": {"cues": [{"start": 0, "end": 1, "text": "\\ud800"}]}}}'
+    refused = decoded_or_refused(surrogate)
+    assert isinstance(refused, BadMessage) and refused.job_id == "j1" and "surrogate" in str(refused)
     huge = decoded_or_refused(json.dumps({"jobId": 10**400, "taskType": 1}))
     assert isinstance(huge, BadMessage) and huge.job_id is None
