@@ -192,6 +192,10 @@ class Task(abc.ABC, Generic[P]):
         """Files besides the source that ``params`` names, by the local name the task reads them as."""
         return {}
 
+    def defaults(self, queue: str) -> Mapping[str, Any]:
+        """Parameters a job left out that depend on the queue (``gpu``/``cpu``) it came from."""
+        return {}
+
     @abc.abstractmethod
     def run(self, source: Path, params: P, context: TaskContext) -> TaskResult:
         """Process ``source`` into a file in ``context.work_dir``, or raise a coded error."""

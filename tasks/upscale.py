@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +69,10 @@ class UpscaleParams(BaseModel):
 class UpscaleTask(Task[UpscaleParams]):
     name = "UPSCALE"
     params_model = UpscaleParams
+
+    def defaults(self, queue: str) -> Mapping[str, Any]:
+        """spec §3: ``device`` defaults to the queue the job came from."""
+        return {"device": queue}
 
     def run(self, source: Path, params: UpscaleParams, context: TaskContext) -> TaskResult:
         started = time.monotonic()

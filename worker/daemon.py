@@ -224,7 +224,7 @@ class Worker:
         job = attempt.job
         task = self.tasks.get(job.task_type)
         attempt.task = task.name
-        params = task.parse(self._parameters(job, attempt.received))
+        params = task.parse({**task.defaults(attempt.received.queue), **job.parameters})
         if attempt.callback is not None:
             self.notifier.check(attempt.callback)
         attempt.key = self.keys.output_key(task.name, job.job_id, job.stem, job.output_s3_key)
@@ -234,12 +234,6 @@ class Worker:
         if stamp is not None and stamp.job_id != job.job_id:
             raise OutputTaken(f"{attempt.key} already holds an output of job {stamp.job_id!r}")
         return task, params
-
-    def _parameters(self, job: Job, received: Received) -> dict[str, Any]:
-        parameters = dict(job.parameters)
-        if job.task_type.upper() == "UPSCALE" and "device" not in parameters:
-            parameters["device"] = received.queue  # spec §3: default, the queue it came from
-        return parameters
 
     def _replay(self, attempt: Attempt) -> bool:
         """A job whose outcome is decided (or whose result is recorded): re-send it, delete, do not rerun."""

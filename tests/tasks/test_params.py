@@ -77,3 +77,12 @@ def test_null_parameters_count_as_left_out(task: str, raw: dict[str, Any]) -> No
     params = TASKS.get(task).parse(raw)
     defaults = TASKS.get(task).parse({key: value for key, value in raw.items() if value is not None})
     assert params == defaults
+
+
+def test_upscale_device_defaults_to_the_queue_and_an_explicit_one_wins() -> None:
+    from tasks import UpscaleTask
+
+    task = UpscaleTask()
+    assert task.parse({**task.defaults("gpu")}).device == "gpu"
+    assert task.parse({**task.defaults("gpu"), "device": "cpu"}).device == "cpu"
+    assert task.parse({**task.defaults("cpu"), "device": None}).device == "auto"  # null: left out
