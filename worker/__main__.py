@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ),
         notifier=Notifier(
             secret=settings.callback_secret, allowed_hosts=settings.callback_allowed_hosts,
-            allow_private=settings.callback_allow_private,
+            allow_private=settings.callback_allow_private, timeout=settings.callback_timeout,
         ),
         resources=_resources(settings, store),
     )  # fmt: skip

@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     callback_secret: str | None = Field(None, validation_alias="CALLBACK_SECRET", repr=False)
     callback_allowed_hosts: _Names = Field(frozenset(), validation_alias="CALLBACK_ALLOWED_HOSTS")
     callback_allow_private: bool = Field(False, validation_alias="CALLBACK_ALLOW_PRIVATE_NETWORKS")
+    callback_timeout: float = Field(10.0, validation_alias="CALLBACK_TIMEOUT_SECONDS", gt=0, le=300)
     weights_dir: Path = Field(_REPOSITORY / "weights", validation_alias="WEIGHTS_DIR")
     weights_mirror: Path | None = Field(None, validation_alias="WEIGHTS_MIRROR")
     weights_offline: bool = Field(False, validation_alias="WEIGHTS_OFFLINE")

@@ -3,7 +3,7 @@
 One moto server (bucket versioning on; GPU and CPU queues, each with a dead-letter
 queue after 3 receives), a fault proxy in front of it that answers a random
 fraction of S3 requests with 500/503 SlowDown, a callback receiver that answers a
-random fraction of callbacks with 500/503 or slowly, and three ``python -m worker
+random fraction of callbacks with 500/503, slowly or past the worker's timeout, and three ``python -m worker
 run`` processes restarted like systemd's ``Restart=always`` while a killer sends
 one of them SIGKILL, SIGTERM or two SIGTERMs every few seconds. It sends ``--jobs``
 valid jobs of every task, hostile bodies, key hijacks and duplicates (see
@@ -53,6 +53,8 @@ from tests.worker.harness import wait_until
 from worker.embedded import CallbackReceiver, EmbeddedAWS
 
 SECRET = "soak-secret"
+CALLBACK_TIMEOUT = 1.0
+"""Seconds the workers wait for a callback reply; the flaky backend sometimes answers later."""
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 OUTPUT_PREFIX = "processed/"
 SOURCE_PREFIXES = ("uploads/", "covers/", "scenarios/")
@@ -112,6 +114,7 @@ def worker_env(aws: EmbeddedAWS, proxy: ChaosProxy, receiver: CallbackReceiver, 
         BACKEND_CALLBACK_URL=receiver.url,
         CALLBACK_SECRET=SECRET,
         CALLBACK_ALLOW_PRIVATE_NETWORKS="true",
+        CALLBACK_TIMEOUT_SECONDS=str(CALLBACK_TIMEOUT),
         WEIGHTS_MIRROR=str(mirror_dir()),
         WEIGHTS_DIR=str(root / "weights"),
         WEIGHTS_OFFLINE="true",
@@ -171,7 +174,9 @@ class Soak:
             self.s3, self.sqs = aws.client("s3"), aws.client("sqs")
             self.aws = aws
             self.s3.put_bucket_versioning(Bucket=aws.bucket, VersioningConfiguration={"Status": "Enabled"})
-            self.backend = FlakyBackend(rate=options.callback_fault_rate, rng=random.Random(self.seed + 3))
+            self.backend = FlakyBackend(
+                rate=options.callback_fault_rate, rng=random.Random(self.seed + 3), timeout=CALLBACK_TIMEOUT
+            )
             receiver = CallbackReceiver(secret=SECRET, answer=self.backend.answer)
             quiet(receiver.server)
             self.receiver = receiver
@@ -187,7 +192,8 @@ class Soak:
             )
             self.say(f"soak: kill rhythm: {killer.rhythm()}; restart after {options.restart_delay:g} s")
             self.say(f"soak: faults: {options.s3_fault_rate:.0%} of S3 requests 500/503, "
-                     f"{options.callback_fault_rate:.0%} of callbacks 500/503/slow (0.3-2 s)")  # fmt: skip
+                     f"{options.callback_fault_rate:.0%} of callbacks 500/503/slow/past the worker's "
+                     f"{CALLBACK_TIMEOUT:g} s timeout")  # fmt: skip
             self.say(f"soak: plan: {plan.describe()}")
             inputs = make_inputs(self.root / "inputs")
             for key, name in plan.uploads.items():

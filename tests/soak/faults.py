@@ -111,15 +111,15 @@ class ChaosProxy:
 
 
 class FlakyBackend:
-    """The callback receiver's ``answer``: a seeded fraction ``rate`` of POSTs gets a 500/503 or a slow 200.
-
-    The worker's callback timeout (worker/notify.py ``Notifier.timeout``, 10 s) has no
-    environment knob, so "slow" stays well under it (0.3–2 s): a real timeout would cost
-    the soak 10 s a time. :meth:`status_of` tells what a recorded callback was answered.
+    """The callback receiver's ``answer``: a seeded fraction ``rate`` of POSTs gets a 500/503, a slow 200,
+    or a 200 that comes after the worker gave up waiting (``timeout`` seconds, its
+    ``CALLBACK_TIMEOUT_SECONDS``): the backend took it, the worker does not know and retries.
+    :meth:`status_of` tells what a recorded callback was answered.
     """
 
-    def __init__(self, *, rate: float, rng: random.Random) -> None:
+    def __init__(self, *, rate: float, rng: random.Random, timeout: float = 1.0) -> None:
         self.rate = rate
+        self.timeout = timeout
         self.rng = rng
         self.injected: Counter[str] = Counter()
         self._answers: dict[int, tuple[dict[str, Any], int]] = {}
@@ -127,19 +127,21 @@ class FlakyBackend:
 
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self._lock:
-            draw, pause = self.rng.random(), self.rng.uniform(0.3, 2.0)
-            if draw < self.rate * 0.5:
+            draw, pause = self.rng.random(), self.rng.uniform(0.2, 0.8) * self.timeout
+            if draw < self.rate * 0.4:
                 status, kind = 500, "500"
-            elif draw < self.rate * 0.7:
+            elif draw < self.rate * 0.6:
                 status, kind = 503, "503"
-            elif draw < self.rate:
+            elif draw < self.rate * 0.8:
                 status, kind = 200, "slow"
+            elif draw < self.rate:
+                status, kind, pause = 200, "timeout", self.timeout * 1.5
             else:
                 status, kind = 200, ""
             if kind:
                 self.injected[kind] += 1
             self._answers[id(body)] = (body, status)  # the body is kept: its id stays unique
-        if kind == "slow":
+        if kind in ("slow", "timeout"):
             time.sleep(pause)
         return status, {}
 

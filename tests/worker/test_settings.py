@@ -226,3 +226,10 @@ def test_every_bad_variable_is_named_with_its_value() -> None:
         "WORKER_VISIBILITY_TIMEOUT='x' is not an integer; "
         "OUTPUT_PREFIXES='../up': '../up/' is not a relative S3 prefix"
     )
+
+
+def test_callback_timeout() -> None:
+    assert load(MINIMAL, cuda=False).callback_timeout == 10
+    assert load(env(CALLBACK_TIMEOUT_SECONDS="1.5"), cuda=False).callback_timeout == 1.5
+    with pytest.raises(ConfigError, match="CALLBACK_TIMEOUT_SECONDS"):
+        load(env(CALLBACK_TIMEOUT_SECONDS="0"), cuda=False)
