@@ -13,7 +13,7 @@ import numpy as np
 
 from media.color import encoder_tags, scale_options
 from media.errors import EncodeFailed, FrameCountMismatch, UnsupportedMedia
-from media.probe import Color, MediaInfo, input_args
+from media.probe import AudioInfo, Color, MediaInfo, input_args
 from media.process import Child, run_captured
 from media.tools import Tools
 
@@ -30,6 +30,26 @@ MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus"})
 def partial_path(path: Path) -> Path:
     """Where an output is written until it is checked: ``name.partial.mp4``."""
     return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
+@dataclass(frozen=True)
+class Container:
+    """An output format: ffmpeg's muxer and its options, and the demuxer that reads the file back."""
+
+    muxer: str
+    options: tuple[str, ...]
+    demuxer: str
+
+
+MP4 = Container("mp4", ("-movflags", "+faststart"), "mov")
+"""MP4 with its index first, so a player starts before the whole file is there."""
+
+
+def audio_args(audio: AudioInfo) -> list[str]:
+    """How ``audio`` goes into MP4: copied when MP4 takes its codec (:data:`MP4_AUDIO_COPY`), else AAC."""
+    if audio.codec in MP4_AUDIO_COPY:
+        return ["-c:a", "copy"]
+    return ["-c:a", "aac", "-b:a", "192k"]
 
 
 @dataclass(frozen=True)
@@ -109,7 +129,9 @@ class FrameWriter:
     exactly the frames written; any other exit kills ffmpeg and removes it.
     ``audio_from``: a probed source whose first audio stream is muxed in (copied
     when MP4 allows, else AAC). ``filters``: extra ffmpeg filters applied to the
-    RGB frames before the conversion to YUV (captions).
+    RGB frames before the conversion to YUV (captions). ``container``: MP4 unless
+    told otherwise; ``encoder_options``: more encoder arguments, after the encoder's
+    own (pinned GOP settings, see :mod:`media.segments`).
     """
 
     def __init__(
@@ -125,6 +147,8 @@ class FrameWriter:
         color: Color | None = None,
         audio_from: MediaInfo | None = None,
         filters: tuple[str, ...] = (),
+        container: Container = MP4,
+        encoder_options: tuple[str, ...] = (),
     ) -> None:
         self.path = path
         self.partial = partial_path(path)
@@ -135,6 +159,8 @@ class FrameWriter:
         self.color = color or Color()
         self.audio_from = audio_from if audio_from is not None and audio_from.audio is not None else None
         self.filters = filters
+        self.container = container
+        self.encoder_options = encoder_options
         self.frames_written = 0
         self._child: Child | None = None
         self._finished = False
@@ -146,10 +172,12 @@ class FrameWriter:
         if self.audio_from is not None:
             args += input_args(self.audio_from.path, self.audio_from.demuxer)
         args += ["-map", "0:v:0", "-vf", ",".join(self._filters()), *self.encoder.args(self.quality)]
+        args += self.encoder_options
         args += ["-pix_fmt", "yuv420p", *encoder_tags(self.color)]
         if self.audio_from is not None:
             args += ["-map", "1:a:0", *self._audio_args()]
-        return [*args, "-map_metadata", "-1", "-movflags", "+faststart", "-f", "mp4", f"file:{self.partial}"]
+        muxer = [*self.container.options, "-f", self.container.muxer]
+        return [*args, "-map_metadata", "-1", *muxer, f"file:{self.partial}"]
 
     def _filters(self) -> list[str]:
         filters = list(self.filters)
@@ -160,9 +188,7 @@ class FrameWriter:
 
     def _audio_args(self) -> list[str]:
         assert self.audio_from is not None and self.audio_from.audio is not None
-        if self.audio_from.audio.codec in MP4_AUDIO_COPY:
-            return ["-c:a", "copy"]
-        return ["-c:a", "aac", "-b:a", "192k"]
+        return audio_args(self.audio_from.audio)
 
     def __enter__(self) -> FrameWriter:
         self.partial.unlink(missing_ok=True)
@@ -215,7 +241,7 @@ class FrameWriter:
         self.partial.unlink(missing_ok=True)
 
     def _verify(self) -> Output:
-        found = count_frames(self.partial, self.tools)
+        found = count_frames(self.partial, self.tools, self.container.demuxer)
         if found.frames != self.frames_written:
             raise FrameCountMismatch(f"wrote {self.frames_written} frames but the file holds {found.frames}")
         return found
@@ -226,11 +252,12 @@ class FrameWriter:
         return self._child
 
 
-def count_frames(path: Path, tools: Tools) -> Output:
-    """Demux ``path`` (no decode) and count its video packets; one packet per frame in MP4."""
+def count_frames(path: Path, tools: Tools, demuxer: str = "mov") -> Output:
+    """Demux ``path`` (no decode) as ``demuxer`` and count its video packets; one packet per frame
+    in MP4 and in MPEG-TS (whose demuxer parses H.264/HEVC into whole frames)."""
     args = [tools.ffprobe, "-v", "error", "-count_packets", "-show_entries",
             "stream=codec_type,codec_name,width,height,nb_read_packets", "-of", "json",
-            *input_args(path, "mov")]  # fmt: skip
+            *input_args(path, demuxer)]  # fmt: skip
     status, out, err = run_captured(args, name="ffprobe (output check)", timeout=tools.probe_timeout)
     if status != 0:
         raise EncodeFailed(f"the encoded file does not read back: {err}")

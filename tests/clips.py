@@ -11,6 +11,10 @@ from typing import Any
 FFMPEG = ["ffmpeg", "-v", "error", "-y", "-nostdin"]
 TESTSRC = "testsrc2=s=64x36:r=10:d=1"
 SINE = "sine=f=440:r=48000:d=1"
+GOP25_INPUTS = ["-f", "lavfi", "-i", "testsrc2=s=64x48:r=10:d=6",
+                "-f", "lavfi", "-i", "sine=f=440:r=48000:d=6"]  # fmt: skip
+VFR_SELECT = "select='not(between(n\\,3\\,6)+between(n\\,30\\,44))'"
+GOP25_CODECS = ["-c:v", "libx264", "-g", "25", "-bf", "3", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"]
 
 # name → ffmpeg arguments between the program name and the output file
 RECIPES: dict[str, list[str]] = {
@@ -54,6 +58,17 @@ RECIPES: dict[str, list[str]] = {
               "-f", "matroska"],
     "ts2": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
             "-f", "mpegts"],
+    # Segment cases (tests/media/test_segments.py): 6 s at 10/s with audio, B-frames, a keyframe every 25
+    # frames so ranges start mid-GOP. gop25_ts: MPEG-TS, first pts 1.6 s, video 21 ms after the audio; its
+    # demuxer seeks to any packet. late_*: the video starts 0.5 s after the audio (late_mp4, remuxed from
+    # late_ts, keeps it in an edit list). vfr_*: frames 3-6 and 30-44 dropped, the rest keep their times.
+    "gop25": [*GOP25_INPUTS, *GOP25_CODECS],
+    "gop25_ts": [*GOP25_INPUTS, *GOP25_CODECS, "-f", "mpegts"],
+    "late_ts": ["-itsoffset", "0.5", *GOP25_INPUTS, *GOP25_CODECS, "-f", "mpegts"],
+    "vfr_ts": ["-itsoffset", "0.5", *GOP25_INPUTS, "-vf", VFR_SELECT, "-fps_mode", "vfr", *GOP25_CODECS,
+               "-f", "mpegts"],
+    "vfr_late_mkv": ["-itsoffset", "0.5", *GOP25_INPUTS, "-vf", VFR_SELECT, "-fps_mode", "vfr", *GOP25_CODECS,
+                     "-f", "matroska"],
 }  # fmt: skip
 
 TEXT_FILES = {
@@ -78,6 +93,9 @@ def make_clip(name: str, directory: Path) -> Path:
         subprocess.run(
             [*FFMPEG, "-i", str(upright), "-c", "copy", "-metadata:s:v:0", tag, str(path)], check=True
         )
+    elif name == "late_mp4":  # the MP4 muxer keeps a late video start only when remuxing
+        late = make_clip("late_ts", directory)
+        subprocess.run([*FFMPEG, "-i", str(late), "-c", "copy", "-f", "mp4", str(path)], check=True)
     elif name == "cut":
         whole = make_clip("faststart", directory).read_bytes()
         path.write_bytes(whole[: len(whole) * 6 // 10])  # moov first: probes fine, frames missing
