@@ -47,6 +47,8 @@ class Resources:
     limits: MediaLimits = field(default_factory=MediaLimits)
     store: WeightStore | None = None
     engines: EngineCache | None = None
+    default_models: Mapping[str, str] = field(default_factory=dict)
+    """Queue (``gpu``/``cpu``) → the model a job that names none gets (``DEFAULT_MODEL_GPU``/``_CPU``)."""
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ class Task(abc.ABC, Generic[P]):
         """Files besides the source that ``params`` names, by the local name the task reads them as."""
         return {}
 
-    def defaults(self, queue: str) -> Mapping[str, Any]:
+    def defaults(self, queue: str, resources: Resources) -> Mapping[str, Any]:
         """Parameters a job left out that depend on the queue (``gpu``/``cpu``) it came from."""
         return {}
 

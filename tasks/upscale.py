@@ -15,7 +15,7 @@ from media import FrameReader, FrameWriter, MediaInfo, choose_encoder, probe
 from media.captions import parse_scenario
 from media.errors import DecodeFailed, FrameCountMismatch
 from models import DEFAULT_MODEL, MODELS, InferenceFailed, ModelError, UpscalerConfig
-from tasks.base import Progress, Task, TaskContext, TaskResult, report_progress
+from tasks.base import Progress, Resources, Task, TaskContext, TaskResult, report_progress
 from tasks.captions import caption_filter
 from tasks.engines import EngineCache, EngineLease
 from tasks.errors import InvalidParameters
@@ -70,9 +70,9 @@ class UpscaleTask(Task[UpscaleParams]):
     name = "UPSCALE"
     params_model = UpscaleParams
 
-    def defaults(self, queue: str) -> Mapping[str, Any]:
-        """spec §3: ``device`` defaults to the queue the job came from."""
-        return {"device": queue}
+    def defaults(self, queue: str, resources: Resources) -> Mapping[str, Any]:
+        """spec §3: ``device`` defaults to the queue the job came from, ``model`` to that tier's default."""
+        return {"device": queue, "model": resources.default_models.get(queue, DEFAULT_MODEL)}
 
     def run(self, source: Path, params: UpscaleParams, context: TaskContext) -> TaskResult:
         started = time.monotonic()

@@ -111,7 +111,10 @@ def _resources(settings: Settings, store: Any) -> Any:
     limits = MediaLimits(max_file_bytes=settings.max_source_bytes)
     if settings.video_codecs is not None:
         limits = dataclasses.replace(limits, video_codecs=settings.video_codecs)
-    return Resources(tools=tools, store=store, engines=EngineCache(store), limits=limits)
+    defaults = {"gpu": settings.default_model_gpu, "cpu": settings.default_model_cpu}
+    return Resources(
+        tools=tools, store=store, engines=EngineCache(store), limits=limits, default_models=defaults
+    )
 
 
 def _served(settings: Settings) -> tuple[str, ...]:

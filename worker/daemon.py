@@ -224,7 +224,7 @@ class Worker:
         job = attempt.job
         task = self.tasks.get(job.task_type)
         attempt.task = task.name
-        params = task.parse({**task.defaults(attempt.received.queue), **job.parameters})
+        params = task.parse({**task.defaults(attempt.received.queue, self.resources), **job.parameters})
         if attempt.callback is not None:
             self.notifier.check(attempt.callback)
         attempt.key = self.keys.output_key(task.name, job.job_id, job.stem, job.output_s3_key)

@@ -86,6 +86,15 @@ def _http_url(url: str) -> str:
     return url
 
 
+def _model(name: str) -> str:
+    from models.registry import MODELS
+
+    if name not in MODELS:
+        raise ValueError(f"unknown model; known: {', '.join(MODELS.names())}")
+    return name
+
+
+_Model = Annotated[str, AfterValidator(_model)]
 _Names = Annotated[frozenset[str], NoDecode, BeforeValidator(_split), AfterValidator(_lower)]
 _Codecs = Annotated[
     frozenset[str] | None, NoDecode, BeforeValidator(lambda v: _split(v) or None), AfterValidator(_lower)
@@ -147,6 +156,8 @@ class Settings(BaseSettings):
     min_free_bytes: int = Field(1024**3, validation_alias="WORKER_MIN_FREE_BYTES", ge=0, le=1024**4)
     dead_letter_watch_seconds: float = Field(60.0, validation_alias="WORKER_DLQ_WATCH_SECONDS", ge=0, le=_DAY)
     outbox_hours: float = Field(72.0, validation_alias="CALLBACK_OUTBOX_HOURS", ge=0, le=24 * 14)
+    default_model_gpu: _Model = Field("realesrgan-x4plus", validation_alias="DEFAULT_MODEL_GPU")
+    default_model_cpu: _Model = Field("realesr-general-x4v3", validation_alias="DEFAULT_MODEL_CPU")
     ffmpeg_max_address_space: int = Field(
         32 << 30, validation_alias="FFMPEG_MAX_ADDRESS_SPACE_BYTES", ge=0, le=2**50
     )

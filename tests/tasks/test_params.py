@@ -80,9 +80,19 @@ def test_null_parameters_count_as_left_out(task: str, raw: dict[str, Any]) -> No
 
 
 def test_upscale_device_defaults_to_the_queue_and_an_explicit_one_wins() -> None:
-    from tasks import UpscaleTask
+    from tasks import Resources, UpscaleTask
 
     task = UpscaleTask()
-    assert task.parse({**task.defaults("gpu")}).device == "gpu"
-    assert task.parse({**task.defaults("gpu"), "device": "cpu"}).device == "cpu"
-    assert task.parse({**task.defaults("cpu"), "device": None}).device == "auto"  # null: left out
+    tiers = Resources(default_models={"gpu": "realesrgan-x4plus", "cpu": "realesr-general-x4v3"})
+    assert task.parse({**task.defaults("gpu", tiers)}).device == "gpu"
+    assert task.parse({**task.defaults("gpu", tiers), "device": "cpu"}).device == "cpu"
+    assert task.parse({**task.defaults("cpu", tiers), "device": None}).device == "auto"  # null: left out
+    assert task.parse({**task.defaults("gpu", tiers)}).model == "realesrgan-x4plus"
+    assert task.parse({**task.defaults("cpu", tiers)}).model == "realesr-general-x4v3"
+    given = {"model": "realesr-animevideov3"}
+    assert (
+        task.parse({**task.defaults("cpu", tiers), **given}).model == "realesr-animevideov3"
+    )  # explicit wins
+    assert (
+        task.parse({**task.defaults("cpu", Resources())}).model == "realesrgan-x4plus"
+    )  # no tiers: DEFAULT_MODEL

@@ -233,3 +233,17 @@ def test_callback_timeout() -> None:
     assert load(env(CALLBACK_TIMEOUT_SECONDS="1.5"), cuda=False).callback_timeout == 1.5
     with pytest.raises(ConfigError, match="CALLBACK_TIMEOUT_SECONDS"):
         load(env(CALLBACK_TIMEOUT_SECONDS="0"), cuda=False)
+
+
+def test_default_model_per_tier() -> None:
+    settings = load(MINIMAL, cuda=False)
+    assert (settings.default_model_gpu, settings.default_model_cpu) == (
+        "realesrgan-x4plus",
+        "realesr-general-x4v3",
+    )
+    assert (
+        load(env(DEFAULT_MODEL_CPU="realesr-animevideov3"), cuda=False).default_model_cpu
+        == "realesr-animevideov3"
+    )
+    with pytest.raises(ConfigError, match="DEFAULT_MODEL_GPU"):
+        load(env(DEFAULT_MODEL_GPU="esrgan-9000"), cuda=False)

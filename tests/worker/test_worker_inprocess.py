@@ -10,7 +10,16 @@ import pytest
 from pydantic import BaseModel
 
 from models import DeviceError, DeviceLost
-from tasks import Resources, Task, TaskContext, TaskRegistry, TaskResult
+from tasks import (
+    InvalidParameters,
+    Resources,
+    Task,
+    TaskContext,
+    TaskRegistry,
+    TaskResult,
+    UpscaleParams,
+    UpscaleTask,
+)
 from worker.consumer import ATTEMPTS, Consumer
 from worker.daemon import EXIT_DEVICE_LOST, Worker
 from worker.embedded import EmbeddedAWS
@@ -36,18 +45,20 @@ class Broken(Task[NoParams]):
         raise self.error
 
 
-def worker_for(aws: EmbeddedAWS, tmp_path: Path, error: Exception) -> Worker:
+def worker_for(
+    aws: EmbeddedAWS, tmp_path: Path, error: Exception, task: Task[Any] | None = None, **resources: Any
+) -> Worker:
     settings = load(aws.environment(WORKER_TMP_DIR=str(tmp_path / "tmp"), WORKER_WAIT_SECONDS="0",
                                     WORKER_DLQ_WATCH_SECONDS="0"), cuda=False)  # fmt: skip
     sqs, s3 = aws.client("sqs"), aws.client("s3")
     registry = TaskRegistry()
-    registry.add(Broken(error))
+    registry.add(task or Broken(error))
     return Worker(
         settings,
         consumer=Consumer(sqs, {"cpu": aws.queues["cpu"]}, wait_seconds=0, visibility_timeout=30),
         storage=Storage(s3, bucket=aws.bucket, allowed_buckets=frozenset({aws.bucket})),
         notifier=Notifier(secret=None, allowed_hosts=frozenset(), allow_private=True),
-        resources=Resources(),
+        resources=Resources(**resources),
         tasks=registry,
     )
 
@@ -119,3 +130,22 @@ def test_a_fifo_hand_back_keeps_the_group_and_gets_a_fresh_deduplication_id(
     assert copy["Attributes"]["MessageGroupId"] == "user-7"
     assert copy["Attributes"]["MessageDeduplicationId"] not in ("first", "")
     assert copy["MessageAttributes"][ATTEMPTS]["StringValue"] == "0"
+
+
+class Recording(UpscaleTask):
+    """UPSCALE that records the parameters it was given, then stops the job (permanently)."""
+
+    def __init__(self) -> None:
+        self.seen: list[UpscaleParams] = []
+
+    def run(self, source: Path, params: UpscaleParams, context: TaskContext) -> TaskResult:
+        self.seen.append(params)
+        raise InvalidParameters("recorded")
+
+
+def test_a_job_that_names_no_model_gets_its_tiers_default(aws: EmbeddedAWS, tmp_path: Path) -> None:
+    task = Recording()
+    tiers = {"gpu": "realesrgan-x4plus", "cpu": "realesr-general-x4v3"}
+    worker = worker_for(aws, tmp_path, RuntimeError(), task=task, default_models=tiers)
+    assert worker.run(max_jobs=1) == 1
+    assert [(params.model, params.device) for params in task.seen] == [("realesr-general-x4v3", "cpu")]
