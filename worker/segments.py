@@ -1,0 +1,168 @@
+"""Long jobs in segments (issue 12), the coordination side: the plan, segment markers, stage messages.
+
+Not yet wired into the daemon's loop: this is the state the planner, the
+segment workers and the merge share, all under ``jobs/{jobId}/segments/``:
+
+* ``plan.json`` — written once (``If-None-Match: *``): schema version, the
+  source it was made from (bucket, key, ETag), frame ranges in the unsplit
+  pipeline's frame domain, and the pinned settings every segment must honour.
+  A second planner reads the first one's plan instead of writing its own.
+* ``{index:05d}.ts`` — a finished segment (MPEG-TS, see ``media.segments``).
+* ``{index:05d}.json`` — its marker, written once after the upload: frames,
+  size and SHA-256 of the segment object. A segment with a marker is never
+  redone; the merge starts when every range has one.
+
+A stage message is the job's own body plus ``"vidworker": {"stage":
+"segment", "index": i}`` (or ``{"stage": "merge"}``), so everything that
+works on a job message (keys, callbacks, the dead-letter watcher, the
+terminal marker) works on its segments too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from errors import ErrorCode, VidworkerError
+from worker.keys import KeyPolicy
+from worker.storage import Storage
+
+SCHEMA = 1
+STAGE = "vidworker"
+"""Top-level field of a stage message; the backend never sends it."""
+COMFORT = 0.5
+"""A segment's estimated compute may use at most this share of ``WORKER_JOB_TIMEOUT``."""
+
+
+class TooLong(VidworkerError):
+    """Even one frame's estimated compute would not fit the job deadline: refused up front."""
+
+    code = ErrorCode.JOB_TIMEOUT
+    retryable = False
+
+
+class PlanMismatch(VidworkerError):
+    """The plan cannot be honoured here: another schema, or a source that changed under it."""
+
+    code = ErrorCode.INPUT_INVALID
+    retryable = False
+
+
+def segment_count(
+    frames: int, fps: Fraction, *, segment_seconds: float, seconds_per_frame: float, job_timeout: float
+) -> int:
+    """How many segments a job of ``frames`` needs: 1 when it fits whole.
+
+    Split when the source is longer than 1.5 x ``segment_seconds`` (0: never
+    for length), or when the estimated compute (``frames x seconds_per_frame``)
+    would not fit comfortably (:data:`COMFORT`) in ``job_timeout``; segments are
+    then sized so each one's estimate fits. Raises :class:`TooLong` when even one
+    frame would not fit the deadline.
+    """
+    if seconds_per_frame > job_timeout:
+        raise TooLong(
+            f"one frame takes about {seconds_per_frame:.0f} s; the job deadline is {job_timeout:.0f} s"
+        )
+    by_length = 1
+    if segment_seconds > 0 and frames / fps > 1.5 * segment_seconds:
+        by_length = round(frames / fps / segment_seconds)
+    by_cost = math.ceil(frames * seconds_per_frame / (COMFORT * job_timeout))
+    return max(1, min(frames // 2, max(by_length, by_cost)))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One split job: frame ranges ``[start, stop)`` and what every segment must honour."""
+
+    job_id: str
+    source: dict[str, Any]  # bucket, key, etag
+    fps: Fraction
+    ranges: tuple[tuple[int, int], ...]
+    settings: dict[str, Any]  # pinned: model, scale, tile, encoder, quality…
+    schema: int = SCHEMA
+
+    @property
+    def frames(self) -> int:
+        return self.ranges[-1][1] if self.ranges else 0
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema, "jobId": self.job_id, "source": self.source, "fps": str(self.fps),
+            "ranges": [list(item) for item in self.ranges], "settings": self.settings,
+        }  # fmt: skip
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Plan:
+        """A stored plan; :class:`PlanMismatch` for a schema this worker does not know."""
+        if body.get("schema") != SCHEMA:
+            raise PlanMismatch(f"plan schema {body.get('schema')!r}; this worker knows {SCHEMA}")
+        ranges = tuple((int(start), int(stop)) for start, stop in body["ranges"])
+        return cls(
+            str(body["jobId"]), dict(body["source"]), Fraction(body["fps"]), ranges, dict(body["settings"])
+        )
+
+
+class SegmentStore:
+    """The plan and segment objects of split jobs in the output bucket."""
+
+    def __init__(self, storage: Storage, keys: KeyPolicy) -> None:
+        self.storage = storage
+        self.keys = keys
+
+    def prefix(self, job_id: str) -> str:
+        return f"{self.keys.state_prefix(job_id)}segments/"
+
+    def plan_key(self, job_id: str) -> str:
+        return f"{self.prefix(job_id)}plan.json"
+
+    def segment_key(self, job_id: str, index: int) -> str:
+        return f"{self.prefix(job_id)}{index:05d}.ts"
+
+    def marker_key(self, job_id: str, index: int) -> str:
+        return f"{self.prefix(job_id)}{index:05d}.json"
+
+    def plan(self, job_id: str) -> Plan | None:
+        body = self.storage.get_json(self.plan_key(job_id))
+        return None if body is None else Plan.of(body)
+
+    def propose(self, plan: Plan) -> Plan:
+        """Write ``plan`` unless one exists; returns the plan that holds (a second planner's is dropped)."""
+        if self.storage.put_json_once(self.plan_key(plan.job_id), plan.body()):
+            return plan
+        held = self.plan(plan.job_id)
+        return held if held is not None else plan
+
+    def mark(self, job_id: str, index: int, marker: dict[str, Any]) -> None:
+        """Record a finished segment (once; a second run's marker is dropped)."""
+        self.storage.put_json_once(self.marker_key(job_id, index), {**marker, "index": index})
+
+    def finished(self, job_id: str) -> dict[int, dict[str, Any]]:
+        """Markers of the finished segments, by index."""
+        found: dict[int, dict[str, Any]] = {}
+        for key in self.storage.keys(self.prefix(job_id), limit=10_000):
+            name = key.rsplit("/", 1)[1]
+            if name.endswith(".json") and name[:5].isdigit():
+                marker = self.storage.get_json(key)
+                if marker is not None:
+                    found[int(name[:5])] = marker
+        return found
+
+    def unfinished(self, plan: Plan) -> list[int]:
+        """Indices of the plan's segments without a marker, in order."""
+        done = self.finished(plan.job_id)
+        return [index for index in range(len(plan.ranges)) if index not in done]
+
+    def remove_segments(self, plan: Plan) -> None:
+        """Delete the segment objects (after the merge published, or found it published)."""
+        for index in range(len(plan.ranges)):
+            self.storage.delete(self.segment_key(plan.job_id, index))
+
+
+def stage_body(job_body: str, stage: str, index: int | None = None) -> str:
+    """The body of a segment or merge message for the job whose message body is ``job_body``."""
+    raw = json.loads(job_body)
+    raw[STAGE] = {"stage": stage, **({} if index is None else {"index": index})}
+    return json.dumps(raw)
