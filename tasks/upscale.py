@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from media import FrameReader, FrameWriter, MediaInfo, choose_encoder, probe
+from media import FrameRange, FrameReader, FrameWriter, MediaInfo, choose_encoder, probe, segment_writer
 from media.captions import parse_scenario
 from media.errors import DecodeFailed, FrameCountMismatch
 from models import DEFAULT_MODEL, MODELS, InferenceFailed, ModelError, UpscalerConfig
@@ -98,18 +98,7 @@ class UpscaleTask(Task[UpscaleParams]):
                 quality=params.quality, color=info.color, audio_from=info, filters=filters,
             ) as writer,
         ):  # fmt: skip
-
-            def abort() -> None:
-                reader.close()
-                writer.abort()
-
-            run_stream(
-                reader.batches(engine.batch_size),
-                lambda frames: _infer(engine, frames),
-                writer.write,
-                abort=abort,
-                after_batch=lambda done: report_progress(context, done, info.frames),
-            )
+            _pipe(engine, reader, writer, context, total=info.frames)
             _check_complete(info, reader.frames_read, writer.frames_written)
             output = writer.finish()
         context.progress(Progress(output.frames, output.frames))
@@ -128,6 +117,47 @@ class UpscaleTask(Task[UpscaleParams]):
             warnings=engine.warnings,
         )
 
+    def run_segment(
+        self, source: Path, params: UpscaleParams, context: TaskContext, frames: FrameRange, *, last: bool
+    ) -> TaskResult:
+        """Upscale frames ``[start, stop)`` of the whole decode into one MPEG-TS segment (no audio).
+
+        The frames are those an unsplit run would upscale there (``last``: the
+        range runs to the end of the source, however many frames it holds);
+        the encode uses ``media.segments``' pinned settings so segments join
+        without re-encoding. Captions are not cut into segments yet.
+        """
+        if params.captions is not None:
+            raise InvalidParameters("captions are not yet burned into split jobs")
+        started = time.monotonic()
+        tools = context.resources.tools
+        info = probe(source, tools, context.resources.limits)
+        engine = self._engine(params, context)
+        width, height = info.width * params.scale_factor, info.height * params.scale_factor
+        encoder = choose_encoder(tools, width, height, codec=params.codec, gpu=engine.device.type == "cuda")
+        reading = FrameRange(frames.start, max(frames.stop, info.frames) if last else frames.stop)  # open end
+        target = context.work_dir / f"segment-{frames.start:09d}.ts"
+        with (
+            FrameReader(info, tools, frames=reading) as reader,
+            segment_writer(
+                target, width=width, height=height, fps=info.fps, encoder=encoder, tools=tools,
+                quality=params.quality, color=info.color,
+            ) as writer,
+        ):  # fmt: skip
+            _pipe(engine, reader, writer, context, total=len(frames))
+            if reader.frames_read != writer.frames_written or (
+                not last and reader.frames_read != len(frames)
+            ):
+                raise FrameCountMismatch(f"segment {frames}: decoded {reader.frames_read}, encoded "
+                                         f"{writer.frames_written}, planned {len(frames)}")  # fmt: skip
+            output = writer.finish()
+        return TaskResult(
+            output=output.path, width=output.width, height=output.height, fps=float(info.fps),
+            frame_count=output.frames, duration=output.frames / float(info.fps), audio=False,
+            device=engine.device.type, model=engine.spec.name, encoder=output.encoder,
+            processing_seconds=time.monotonic() - started, warnings=engine.warnings,
+        )  # fmt: skip
+
     @staticmethod
     def _engine(params: UpscaleParams, context: TaskContext) -> EngineLease:
         """This job's lease on the cached engine: per-job warnings, device faults handled."""
@@ -144,6 +174,24 @@ class UpscaleTask(Task[UpscaleParams]):
         return UpscalerConfig(
             model=params.model, scale=params.scale_factor, device=params.device, tile=params.tile
         )
+
+
+def _pipe(
+    engine: EngineLease, reader: FrameReader, writer: FrameWriter, context: TaskContext, *, total: int
+) -> None:
+    """Decode → engine → encode, overlapped (:func:`~tasks.stream.run_stream`), progress of ``total``."""
+
+    def abort() -> None:
+        reader.close()
+        writer.abort()
+
+    run_stream(
+        reader.batches(engine.batch_size),
+        lambda frames: _infer(engine, frames),
+        writer.write,
+        abort=abort,
+        after_batch=lambda done: report_progress(context, done, total),
+    )
 
 
 def _infer(engine: EngineLease, frames: np.ndarray) -> np.ndarray:
