@@ -49,6 +49,8 @@ class ErrorCode(StrEnum):
     LEASE_LOST = "LEASE_LOST"
     JOB_TIMEOUT = "JOB_TIMEOUT"
     WORKER_DIED = "WORKER_DIED"
+    SEGMENTS_PENDING = "SEGMENTS_PENDING"
+    SOURCE_CHANGED = "SOURCE_CHANGED"
 
 
 class VidworkerError(Exception):

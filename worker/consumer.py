@@ -142,13 +142,23 @@ class Consumer:
             ATTEMPTS: {"DataType": "Number", "StringValue": str(max(0, attempts))},
             LIFETIME: {"DataType": "Number", "StringValue": str(lifetime)},
         }
+        self.send(url, received.body, attributes, group=received.group or "vidworker")
+
+    def send(
+        self,
+        url: str,
+        body: str,
+        attributes: dict[str, Any] | None = None,
+        *,
+        group: str,
+        dedup: str | None = None,
+    ) -> None:
+        """Send ``body`` to ``url``; on a FIFO queue in message group ``group``, deduplicated by
+        ``dedup`` (default: a fresh id)."""
         extra: dict[str, Any] = {}
         if is_fifo(url):
-            extra = {
-                "MessageGroupId": received.group or "vidworker",
-                "MessageDeduplicationId": uuid.uuid4().hex,
-            }
-        self.sqs.send_message(QueueUrl=url, MessageBody=received.body, MessageAttributes=attributes, **extra)
+            extra = {"MessageGroupId": group, "MessageDeduplicationId": dedup or uuid.uuid4().hex}
+        self.sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=attributes or {}, **extra)
 
     def redrive(self, name: str, limit: int | None = None) -> int:
         """Move queue ``name``'s dead letters back to it (receive, send, delete); returns how many.

@@ -39,6 +39,7 @@ from worker.notify import CallbackRefused, Notifier
 from worker.retries import Action, Decision, backoff, decide
 from worker.scratch import Scratch
 from worker.settings import MAX_JOB_SECONDS, Settings
+from worker.split import Splitter
 from worker.state import JobState, Terminal, event_id
 from worker.storage import Storage, Stored
 
@@ -87,6 +88,7 @@ class Worker:
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self._policies: dict[str, tuple[int, str] | None] | None = None
+        self.splitter = Splitter(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -195,7 +197,11 @@ class Worker:
             ) as heartbeat:  # fmt: skip  (the callback's retries stay covered too)
                 attempt.heartbeat = heartbeat
                 record = self._produce(attempt, task, params)
+                if record is None:
+                    self._settle("delete", lambda: self.consumer.delete(attempt.received))
+                    return
                 self._complete(attempt, record)
+            self._settle("remove segments", lambda: self.splitter.cleanup(attempt))
         except Exception as error:
             self._fail(attempt, error)
         finally:
@@ -246,25 +252,35 @@ class Worker:
         log.info("the job's outcome is already %s; re-sending it instead of reprocessing", terminal.status)
         self._deliver(attempt.callback, terminal)
         self._settle("delete", lambda: self.consumer.delete(attempt.received))
+        self._settle("remove segments", lambda: self.splitter.cleanup(attempt))
         return True
 
-    def _produce(self, attempt: Attempt, task: Task[Any], params: Any) -> dict[str, Any]:
-        """Download, run the task, publish the output once and record it; returns the holding record."""
+    def _produce(self, attempt: Attempt, task: Task[Any], params: Any) -> dict[str, Any] | None:
+        """Download, run the task, publish the output once and record it; returns the holding record.
+
+        None: a split job's step (plan, one segment) is done and its message may go.
+        """
         work = attempt.work = Path(tempfile.mkdtemp(prefix="job-", dir=self.scratch))
         if attempt.callback is not None:
             attempt.channel = self.notifier.progress_channel(attempt.callback, job_id=attempt.job_id)
         try:
             context = self._stage(attempt, task, params, work)
-            result = task.run(work / SOURCE_NAME, params, context)
-            attempt.check()  # a lost lease or a passed deadline stops the job before publishing
-            stored = self.storage.publish(
-                result.output, attempt.key, attempt.job_id, abort=self._abort.is_set
-            )
-            return self.state.record_result(attempt.job_id, self._completion(attempt, stored, result))
+            if self.splitter.applies(attempt, task):
+                return self.splitter.run(attempt, task, params, work / SOURCE_NAME, context)
+            return self.publish(attempt, task.run(work / SOURCE_NAME, params, context))
         finally:
             if attempt.channel is not None:
                 attempt.channel.close()
             shutil.rmtree(work, ignore_errors=True)
+
+    def publish(self, attempt: Attempt, result: TaskResult, segments: int | None = None) -> dict[str, Any]:
+        """Publish ``result``'s output once and record it; returns the record that holds."""
+        attempt.check()  # a lost lease or a passed deadline stops the job before publishing
+        stored = self.storage.publish(result.output, attempt.key, attempt.job_id, abort=self._abort.is_set)
+        record = self._completion(attempt, stored, result)
+        if segments is not None:
+            record["metadata"]["segments"] = segments
+        return self.state.record_result(attempt.job_id, record)
 
     def _stage(self, attempt: Attempt, task: Task[Any], params: Any, work: Path) -> TaskContext:
         """Fetch the source and the attachments into ``work``; the task's context."""

@@ -6,7 +6,7 @@ import json
 import posixpath
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
@@ -58,6 +58,15 @@ def check_key(value: str) -> str:
     return value
 
 
+class Stage(BaseModel):
+    """A split job's part this message asks for: one segment (``index``) or the merge."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stage: Literal["segment", "merge"]
+    index: int | None = Field(None, ge=0, le=99_999)
+
+
 class Job(BaseModel):
     """One decoded message. Unknown top-level fields (``status``…) are ignored."""
 
@@ -71,6 +80,8 @@ class Job(BaseModel):
     output_s3_key: str | None = Field(None, validation_alias=AliasChoices("outputS3Key", "output_s3_key"))
     callback_url: str | None = Field(None, validation_alias=_both("callback_url"), max_length=2048)
     parameters: dict[str, Any] = Field(default_factory=dict)
+    stage: Stage | None = Field(None, validation_alias="vidworker")
+    """Set on the worker's own segment and merge messages of a split job (``worker.segments``)."""
 
     @field_validator("job_id", "user_id", mode="before")
     @classmethod
@@ -207,8 +218,8 @@ class Callback(BaseModel):
 
 
 def schemas() -> dict[str, Any]:
-    """JSON Schemas of the job message and the callback body."""
-    return {
-        "job": Job.model_json_schema(mode="validation"),
-        "callback": Callback.model_json_schema(mode="serialization", by_alias=True),
-    }
+    """JSON Schemas of the job message (as the backend sends it) and the callback body."""
+    job = Job.model_json_schema(mode="validation")
+    job["properties"].pop("vidworker", None)  # the worker's own stage messages, not the backend's
+    job.get("$defs", {}).pop("Stage", None)
+    return {"job": job, "callback": Callback.model_json_schema(mode="serialization", by_alias=True)}

@@ -152,6 +152,11 @@ class Storage:
             raise
         return size
 
+    def etag(self, bucket: str, key: str) -> str:
+        """The object's ETag (which changes whenever its bytes do)."""
+        with _s3_errors(f"reading s3://{bucket}/{key}"):
+            return str(self.client.head_object(Bucket=bucket, Key=key)["ETag"])
+
     def _check_disk(self, folder: Path, size: int) -> None:
         free = shutil.disk_usage(folder).free
         if free - size < self.reserve_bytes:

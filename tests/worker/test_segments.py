@@ -98,3 +98,15 @@ def test_a_stage_message_is_the_job_plus_its_stage() -> None:
     segment = json.loads(stage_body(job, "segment", 3))
     assert segment[STAGE] == {"stage": "segment", "index": 3} and segment["parameters"] == {"scale": 2}
     assert json.loads(stage_body(job, "merge"))[STAGE] == {"stage": "merge"}
+
+
+def test_stage_messages_decode_and_bad_stages_are_refused() -> None:
+    from worker.message import BadMessage, decode
+
+    job = json.dumps({"jobId": "j1", "taskType": "UPSCALE", "sourceS3Key": "a.mp4"})
+    decoded = decode(stage_body(job, "segment", 2))
+    assert decoded.stage is not None and (decoded.stage.stage, decoded.stage.index) == ("segment", 2)
+    assert decode(job).stage is None
+    for stage in ({"stage": "segment", "index": -1}, {"stage": "explode"}, {"stage": "merge", "extra": 1}):
+        with pytest.raises(BadMessage, match="vidworker"):
+            decode(json.dumps({**json.loads(job), STAGE: stage}))

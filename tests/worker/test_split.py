@@ -1,0 +1,67 @@
+"""Split jobs end to end (issue 12): plan, segments on several workers, one merge, one COMPLETED."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.clips import ffprobe, stream
+from tests.worker.harness import Stack, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 s at 10 fps with audio, a 12-frame GOP with B-frames: cuts fall mid-GOP."""
+    path = tmp_path_factory.mktemp("split") / "clip.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=3", "-f", "lavfi", "-i",
+         "sine=frequency=440:duration=3", "-c:v", "libx264", "-g", "12", "-bf", "2", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-shortest", str(path)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return path
+
+
+def test_a_long_job_is_split_across_workers_merged_once_and_cleaned_up(stack: Stack, clip: Path) -> None:
+    stack.upload(clip, "uploads/long.mp4")
+    stack.enqueue("split", "uploads/long.mp4")
+    workers = [stack.start(WORKER_SEGMENT_SECONDS="1"), stack.start(WORKER_SEGMENT_SECONDS="1")]
+    done = stack.wait_for_status("split", "COMPLETED", timeout=180)
+    assert done["metadata"]["segments"] == 3 and done["metadata"]["frameCount"] == 30
+    assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 30)
+    assert stack.receiver.of("split", "FAILED") == []
+    assert len({item.headers["X-Event-Id"] for item in stack.receiver.of("split", "COMPLETED")}) == 1
+    key = "processed/upscaled/split/long_upscaled.mp4"
+    local = stack.root / "out.mp4"
+    stack.aws.client("s3").download_file(stack.aws.bucket, key, str(local))
+    video = stream(ffprobe(local, count=True), "video")
+    assert video is not None and int(video["nb_read_frames"]) == 30
+    assert stream(ffprobe(local), "audio") is not None
+    segments = stack.keys("jobs/split/segments/")
+    assert not [item for item in segments if item.endswith(".ts")], segments
+    assert len([item for item in segments if item.endswith(".json")]) == 4  # the plan and 3 markers
+    logs = "".join(worker.text() for worker in workers)
+    assert "split into 3 segments" in logs and "merge enqueued" in logs
+    for worker in workers:
+        assert worker.stop() == 0
+
+
+def test_a_worker_killed_mid_segment_costs_only_that_segment(stack: Stack, clip: Path) -> None:
+    stack.upload(clip, "uploads/long.mp4")
+    stack.enqueue("killed", "uploads/long.mp4")
+    first = stack.start(WORKER_SEGMENT_SECONDS="1")
+    assert wait_until(lambda: "segment 1 of 3 done" in first.text(), 120), first.text()[-2000:]
+    first.signal(signal.SIGKILL)
+    first.wait(10)
+    second = stack.start(WORKER_SEGMENT_SECONDS="1")
+    done = stack.wait_for_status("killed", "COMPLETED", timeout=180)
+    assert done["metadata"]["segments"] == 3 and done["metadata"]["frameCount"] == 30
+    assert "segment 1 of 3 done" not in second.text()  # a finished segment is never redone
+    assert len({item.headers["X-Event-Id"] for item in stack.receiver.of("killed", "COMPLETED")}) == 1
+    assert second.stop() == 0  # the merge's message settled, its segments removed
+    assert not [item for item in stack.keys("jobs/killed/segments/") if item.endswith(".ts")]
