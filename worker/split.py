@@ -21,7 +21,7 @@ from errors import ErrorCode
 from media import FrameRange, concat, probe
 from tasks import TaskContext, TaskResult, UpscaleParams, UpscaleTask
 from worker.attempt import Attempt
-from worker.errors import WorkerError
+from worker.errors import SourceNotFound, WorkerError
 from worker.segments import Plan, PlanMismatch, SegmentStore, segment_count, stage_body
 from worker.storage import sha256_file
 
@@ -181,7 +181,10 @@ class Splitter:
         """Download segment ``index`` and check it is the marked one (size, SHA-256)."""
         path = work / f"segment-{index:05d}.ts"
         storage = self.worker.storage
-        storage.download(storage.bucket, self.store.segment_key(attempt.job_id, index), path)
+        try:
+            storage.download(storage.bucket, self.store.segment_key(attempt.job_id, index), path)
+        except SourceNotFound:  # removed by a concurrent merge that published: the replay will tell
+            raise SegmentsPending(f"segment {index} is gone (another merge finished the job?)") from None
         if path.stat().st_size != marker["size"] or sha256_file(path) != marker["sha256"]:
             raise SegmentsPending(f"segment {index} in S3 is not the one its marker describes")
         return path

@@ -128,6 +128,7 @@ def worker_env(aws: EmbeddedAWS, proxy: ChaosProxy, receiver: CallbackReceiver, 
         WORKER_RETRY_MAX_SECONDS="2",
         WORKER_DRAIN_SECONDS=f"{options.drain_seconds:g}",
         WORKER_DLQ_WATCH_SECONDS="5",  # the dead-letter watcher must act within a worker's short life
+        WORKER_SEGMENT_SECONDS="0.8",  # the 2.4 s "long" clips split into 3 segments and a merge
         LOG_LEVEL="INFO",
         LOG_FORMAT="text",
     )

@@ -123,6 +123,10 @@ def make_inputs(directory: Path) -> dict[str, Path]:
         "clip": ["-f", "lavfi", "-i", video, "-f", "lavfi", "-i", "sine=f=440:r=48000:d=1",
                  "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", "-f", "mp4"],
         "silent": ["-f", "lavfi", "-i", video, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "mp4"],
+        # longer than 1.5 x the soak's WORKER_SEGMENT_SECONDS: an UPSCALE of it is split
+        "long": ["-f", "lavfi", "-i", "testsrc2=s=64x48:r=5:d=2.4", "-f", "lavfi", "-i",
+                 "sine=f=440:r=48000:d=2.4", "-c:v", "libx264", "-g", "4", "-pix_fmt", "yuv420p",
+                 "-c:a", "aac", "-shortest", "-f", "mp4"],
         "song": ["-f", "lavfi", "-i", "sine=f=330:r=44100:d=1", "-c:a", "libmp3lame", "-b:a", "64k",
                  "-f", "mp3"],
         "cover": ["-f", "lavfi", "-i", "testsrc2=s=64x48:d=1", "-frames:v", "1", "-c:v", "png",
@@ -196,7 +200,8 @@ def build(jobs: int, seed: int, url: str) -> Plan:
         prefix = {"UPSCALE": "up", "CAPTION_RENDER": "cap", "VISUALIZE": "vis"}[task]
         raw_id: str | int = 100_000 + index if rng.random() < 0.1 else f"{prefix}-{index:03d}"
         job_id = str(raw_id)
-        name, stem = ("song", "song") if task == "VISUALIZE" else (rng.choice(("clip", "silent")), "clip")
+        videos = ("clip", "silent", "long") if task == "UPSCALE" else ("clip", "silent")
+        name, stem = ("song", "song") if task == "VISUALIZE" else (rng.choice(videos), "clip")
         source = f"uploads/{job_id}/{stem}{'.mp3' if task == 'VISUALIZE' else '.mp4'}"
         plan.uploads[source] = name
         body = _job(rng, raw_id, task, source, _parameters(rng, task), url)
