@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from errors import ErrorCode
-from media import FrameRange, concat, probe
+from media import FrameRange, concat, probe, split
 from tasks import TaskContext, TaskResult, UpscaleParams, UpscaleTask
 from worker.attempt import Attempt
 from worker.errors import SourceNotFound, WorkerError
@@ -100,8 +100,6 @@ class Splitter:
         return None
 
     def _new_plan(self, attempt: Attempt, frames: int, fps: Any, count: int, params: UpscaleParams) -> Plan:
-        from media import split
-
         bucket = self.worker.storage.source_bucket(attempt.job.source_bucket)
         etag = self.worker.storage.etag(bucket, attempt.job.source_s3_key)
         ranges = split(frames, fps, float(frames / fps) / count)
