@@ -144,7 +144,7 @@ class Worker:
             if received is None:
                 continue
             if self._stopping.is_set():  # arrived during the last long poll: not ours to start
-                self._settle("hand back", lambda item=received: self.consumer.hand_back(item))  # type: ignore[misc]
+                self.settle("hand back", lambda item=received: self.consumer.hand_back(item))  # type: ignore[misc]
                 break
             self.handle(received)
             handled += 1
@@ -198,10 +198,10 @@ class Worker:
                 attempt.heartbeat = heartbeat
                 record = self._produce(attempt, task, params)
                 if record is None:
-                    self._settle("delete", lambda: self.consumer.delete(attempt.received))
+                    self.settle("delete", lambda: self.consumer.delete(attempt.received))
                     return
                 self._complete(attempt, record)
-            self._settle("remove segments", lambda: self.splitter.cleanup(attempt))
+            self.settle("remove segments", lambda: self.splitter.cleanup(attempt))
         except Exception as error:
             self._fail(attempt, error)
         finally:
@@ -218,9 +218,9 @@ class Worker:
             self._conclude(attempt.received, attempt.job_id, attempt.callback, record)
         except Exception as error:
             log.error("output recorded but its outcome not yet decided (%s); the message comes back", error)
-            self._settle("retry later", lambda: self.consumer.retry_later(attempt.received, 1))
+            self.settle("retry later", lambda: self.consumer.retry_later(attempt.received, 1))
             return
-        self._settle("delete", lambda: self.consumer.delete(attempt.received))
+        self.settle("delete", lambda: self.consumer.delete(attempt.received))
         self.jobs_done += 1
         metrics.JOBS.labels(attempt.task, "COMPLETED").inc()
         log.info("completed; message deleted")
@@ -250,9 +250,9 @@ class Worker:
                 return False
             terminal = self.state.decide(attempt.job_id, attempt.lifetime, Status.COMPLETED, record)
         log.info("the job's outcome is already %s; re-sending it instead of reprocessing", terminal.status)
-        self._deliver(attempt.callback, terminal)
-        self._settle("delete", lambda: self.consumer.delete(attempt.received))
-        self._settle("remove segments", lambda: self.splitter.cleanup(attempt))
+        self.deliver(attempt.callback, terminal)
+        self.settle("delete", lambda: self.consumer.delete(attempt.received))
+        self.settle("remove segments", lambda: self.splitter.cleanup(attempt))
         return True
 
     def _produce(self, attempt: Attempt, task: Task[Any], params: Any) -> dict[str, Any] | None:
@@ -338,9 +338,9 @@ class Worker:
         terminal = self.state.decide(job_id, received.lifetime, status, body)
         if not terminal.ours and terminal.status is not status:
             log.warning("the job's outcome was already decided as %s; not %s", terminal.status, status)
-        self._deliver(callback, terminal)
+        self.deliver(callback, terminal)
 
-    def _deliver(self, callback: str | None, terminal: Terminal) -> None:
+    def deliver(self, callback: str | None, terminal: Terminal) -> None:
         """Send a terminal event; one the backend did not take is kept in the outbox for re-sending."""
         if callback is None:
             return
@@ -351,7 +351,7 @@ class Worker:
             return
         if not reply.delivered:
             log.error("%s callback not delivered; kept in the outbox for re-sending", terminal.status)
-            self._settle("keep in the outbox", lambda: self.state.keep(callback, terminal))
+            self.settle("keep in the outbox", lambda: self.state.keep(callback, terminal))
 
     def sendable(self, terminal: Terminal) -> dict[str, Any]:
         """The terminal body as sent: a COMPLETED one with a fresh presigned ``downloadUrl``."""
@@ -379,7 +379,7 @@ class Worker:
             failure_body(attempt.job_id, error, decision, attempt.number),
         ):
             decision = Decision(Action.RETRY, 1, None, decision.code, True)  # undecided: never drop it
-        self._settle(str(decision.action), lambda: self._apply(attempt.received, decision))
+        self.settle(str(decision.action), lambda: self._apply(attempt.received, decision))
         if decision.code == ErrorCode.DEVICE_LOST:
             self.exit_code = EXIT_DEVICE_LOST
             self.stop(cold=True)
@@ -407,7 +407,7 @@ class Worker:
             log.warning("handing the message back for another worker (this try not counted)")
             self.consumer.hand_back(received)
 
-    def _settle(self, what: str, call: Callable[[], None]) -> None:
+    def settle(self, what: str, call: Callable[[], None]) -> None:
         """Run one settling call to SQS/S3; a failure is logged and counted, never raised."""
         try:
             call()
@@ -423,19 +423,19 @@ class Worker:
             callback = error.callback_url or self.settings.callback_url
             metrics.JOBS.labels("unknown", "FAILED").inc()
             if job_id is None or callback is None:
-                self._settle("delete", lambda: self.consumer.delete(received))
+                self.settle("delete", lambda: self.consumer.delete(received))
                 return
             decision = Decision(Action.DELETE, 0, Status.FAILED, error.code, False)
             body = failure_body(job_id, error, decision, received.attempt)
             if not safe_id(job_id):  # no state can be kept for it: the one event, sent once
                 terminal = Terminal(Status.FAILED, event_id(job_id, Status.FAILED), body, ours=True)
-                self._deliver(callback, terminal)
-                self._settle("delete", lambda: self.consumer.delete(received))
+                self.deliver(callback, terminal)
+                self.settle("delete", lambda: self.consumer.delete(received))
                 return
             if self._concluded(received, job_id, callback, body):
-                self._settle("delete", lambda: self.consumer.delete(received))
+                self.settle("delete", lambda: self.consumer.delete(received))
             else:
-                self._settle("retry later", lambda: self.consumer.retry_later(received, 1))
+                self.settle("retry later", lambda: self.consumer.retry_later(received, 1))
 
 
 def failure_body(job_id: str, error: Exception, decision: Decision, attempt: int = 1) -> dict[str, Any]:

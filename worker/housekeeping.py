@@ -88,7 +88,7 @@ class Housekeeping:
                 reported += self._report(received)
         finally:
             for received in held:  # visible again for an operator's redrive
-                self.worker._settle("unhold", lambda item=received: consumer.retry_later(item, 0))  # type: ignore[misc]
+                self.worker.settle("unhold", lambda item=received: consumer.retry_later(item, 0))  # type: ignore[misc]
         return reported
 
     def _report(self, received: Received) -> int:
@@ -102,7 +102,7 @@ class Housekeeping:
             return 0
         record = state.result(job.job_id)
         if record is not None:  # published and recorded, then the outcome could not be written
-            self.worker._deliver(
+            self.worker.deliver(
                 callback, state.decide(job.job_id, received.lifetime, Status.COMPLETED, record)
             )
             return 0
@@ -116,7 +116,7 @@ class Housekeeping:
             return 0
         log.error("job %s was dead-lettered after its worker died on every try; reporting FAILED", job.job_id)
         metrics.DEAD_LETTERS.inc()
-        self.worker._deliver(callback, terminal)
+        self.worker.deliver(callback, terminal)
         return 1
 
     # ------------------------------------------------------------------ outbox
