@@ -13,13 +13,14 @@ dead-letter watcher and the failure policy are the job's.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from errors import ErrorCode
 from media import FrameRange, concat, probe, split
-from tasks import TaskContext, TaskResult, UpscaleParams, UpscaleTask
+from tasks import Progress, TaskContext, TaskResult, UpscaleParams, UpscaleTask
 from worker.attempt import Attempt
 from worker.errors import SourceNotFound, WorkerError
 from worker.segments import Plan, PlanMismatch, SegmentStore, segment_count, stage_body
@@ -143,8 +144,10 @@ class Splitter:
         if index >= len(plan.ranges):
             raise PlanMismatch(f"segment {index} is not in the plan of {len(plan.ranges)}")
         store = self.store
-        if index not in store.finished(attempt.job_id):
+        finished = store.finished(attempt.job_id)
+        if index not in finished:
             frames = FrameRange(*plan.ranges[index])
+            context = _job_progress(context, finished, plan)
             result = task.run_segment(source, params, context, frames, last=index == len(plan.ranges) - 1)
             attempt.check()
             key = store.segment_key(attempt.job_id, index)
@@ -186,6 +189,16 @@ class Splitter:
         if path.stat().st_size != marker["size"] or sha256_file(path) != marker["sha256"]:
             raise SegmentsPending(f"segment {index} in S3 is not the one its marker describes")
         return path
+
+
+def _job_progress(context: TaskContext, finished: dict[int, dict[str, Any]], plan: Plan) -> TaskContext:
+    """The segment's progress as the job's: frames of the finished segments plus this one's, of all."""
+    base = sum(int(marker.get("frames", 0)) for marker in finished.values())
+
+    def progress(update: Progress) -> None:
+        context.progress(Progress(min(base + update.done, plan.frames), plan.frames))
+
+    return dataclasses.replace(context, progress=progress)
 
 
 def _marker(result: TaskResult, size: int, sha256: str) -> dict[str, Any]:

@@ -33,6 +33,9 @@ def test_a_long_job_is_split_across_workers_merged_once_and_cleaned_up(stack: St
     workers = [stack.start(WORKER_SEGMENT_SECONDS="1"), stack.start(WORKER_SEGMENT_SECONDS="1")]
     done = stack.wait_for_status("split", "COMPLETED", timeout=180)
     assert done["metadata"]["segments"] == 3 and done["metadata"]["frameCount"] == 30
+    progress = [item.body["progress"] for item in stack.receiver.of("split", "PROCESSING")]
+    # the job's progress, not a segment's: the third segment starts once one is done (two workers)
+    assert max(progress) >= 66 and all(value < 100 for value in progress)
     assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 30)
     assert stack.receiver.of("split", "FAILED") == []
     assert len({item.headers["X-Event-Id"] for item in stack.receiver.of("split", "COMPLETED")}) == 1
