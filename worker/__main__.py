@@ -225,6 +225,40 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """What S3 knows of a job: its outcome, its record, and for a split job the plan and segments done."""
+    from worker.keys import KeyPolicy
+    from worker.segments import SegmentStore
+    from worker.state import JobState
+    from worker.storage import Storage
+
+    settings = load(cuda=False)
+    _, s3 = _clients(settings)
+    storage = Storage(s3, bucket=settings.bucket, allowed_buckets=settings.allowed_buckets)
+    keys = KeyPolicy(settings.output_prefixes, settings.jobs_prefix)
+    state, segments = JobState(storage, keys), SegmentStore(storage, keys)
+    terminal = state.terminal(args.job_id, args.lifetime)
+    record = state.result(args.job_id)
+    plan = segments.plan(args.job_id)
+    outcome = None
+    if terminal is not None:
+        outcome = {
+            "status": terminal.status,
+            "eventId": terminal.event_id,
+            "errorCode": terminal.body.get("errorCode"),
+        }
+    kept = ("outputS3Key", "fileSize", "sha256")
+    report: dict[str, Any] = {
+        "jobId": args.job_id,
+        "outcome": outcome,
+        "result": None if record is None else {key: record.get(key) for key in kept},
+        "segments": None if plan is None else {"planned": len(plan.ranges), "frames": plan.frames,
+                                               "done": sorted(segments.finished(args.job_id))},
+    }  # fmt: skip
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(schemas(), indent=2))
     return 0
@@ -255,6 +289,10 @@ def parser() -> argparse.ArgumentParser:
     redrive.add_argument("--queue", choices=("gpu", "cpu"), help="default: every configured queue")
     redrive.add_argument("--max", type=int, default=None, help="move at most this many per queue")
     redrive.set_defaults(func=cmd_redrive)
+    status = commands.add_parser("status", help="what S3 knows of a job (outcome, record, segments)")
+    status.add_argument("job_id")
+    status.add_argument("--lifetime", type=int, default=0, help="the job's lifetime (redrives so far)")
+    status.set_defaults(func=cmd_status)
     commands.add_parser("schema", help="JSON Schema of the message and callbacks").set_defaults(
         func=cmd_schema
     )

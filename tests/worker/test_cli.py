@@ -130,7 +130,8 @@ class Cli:
 
 def launch(cli: Cli) -> None:
     """Provision every scenario first, then start them all (provisioning would compete with the imports)."""
-    stacks = {name: cli.fresh_aws() for name in ENQUEUES + CHECKS + ("run-refused",)}
+    stacks = {name: cli.fresh_aws() for name in ENQUEUES + CHECKS + ("run-refused", "status")}
+    _job_state(stacks["status"])
     clip = cli.folder("enqueue-upload") / "clip.mp4"
     clip.write_bytes(os.urandom(10_000))
     clip.with_suffix(".json").write_text('{"cues": []}')
@@ -166,6 +167,7 @@ def launch(cli: Cli) -> None:
         "check": (("check",), weights),
         "check-unreachable": (("check",), {**weights, **unreachable}),
         "run-refused": (("run", "--max-jobs", "1"), refused),
+        "status": (("status", "split-job"), {}),
     }  # fmt: skip
     for name, (args, extra) in scenarios.items():
         aws = stacks.get(name)
@@ -244,6 +246,35 @@ def test_enqueue_keeps_non_json_values_as_text(cli: Cli) -> None:
     assert done.returncode == 0, done.output
     [message] = receive_all(aws, "cpu")
     assert message["parameters"] == {"resolution": "1920x1080", "style": "fancy", "coverS3Key": "c.png"}
+
+
+def _job_state(aws: EmbeddedAWS) -> None:
+    """What a split job that completed leaves under jobs/: outcome, record, plan, one marker."""
+    from fractions import Fraction
+
+    from worker.keys import KeyPolicy
+    from worker.message import Status
+    from worker.segments import Plan, SegmentStore
+    from worker.state import JobState
+    from worker.storage import Storage
+
+    storage = Storage(aws.client("s3"), bucket=aws.bucket, allowed_buckets=frozenset({aws.bucket}))
+    state, store = JobState(storage, KeyPolicy()), SegmentStore(storage, KeyPolicy())
+    record = {"jobId": "split-job", "status": "COMPLETED", "outputS3Key": "processed/o.mp4", "fileSize": 9,
+              "sha256": "ab"}  # fmt: skip
+    state.record_result("split-job", record)
+    state.decide("split-job", 0, Status.COMPLETED, record)
+    store.propose(Plan("split-job", {"etag": "e"}, Fraction(10), ((0, 10), (10, 30)), {}))
+    store.mark("split-job", 1, {"frames": 20})
+
+
+def test_status_prints_what_s3_knows_of_a_job(cli: Cli) -> None:
+    done = cli["status"]
+    assert done.returncode == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["outcome"]["status"] == "COMPLETED" and report["outcome"]["errorCode"] is None
+    assert report["result"] == {"outputS3Key": "processed/o.mp4", "fileSize": 9, "sha256": "ab"}
+    assert report["segments"] == {"planned": 2, "frames": 30, "done": [1]}
 
 
 def test_check_reports_a_healthy_environment(cli: Cli) -> None:
