@@ -259,6 +259,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a job, split or not: its workers stop at their next batch; CANCELLED is sent once."""
+    from worker.keys import KeyPolicy
+    from worker.state import JobState
+    from worker.storage import Storage
+
+    settings = load(cuda=False)
+    _, s3 = _clients(settings)
+    storage = Storage(s3, bucket=settings.bucket, allowed_buckets=settings.allowed_buckets)
+    keys = KeyPolicy(settings.output_prefixes, settings.jobs_prefix)
+    JobState(storage, keys).request_cancel(args.job_id, "cancelled by an operator")
+    print(f"{args.job_id}: cancel requested")
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(schemas(), indent=2))
     return 0
@@ -293,6 +308,9 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("job_id")
     status.add_argument("--lifetime", type=int, default=0, help="the job's lifetime (redrives so far)")
     status.set_defaults(func=cmd_status)
+    cancel = commands.add_parser("cancel", help="cancel a job, split or not")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(func=cmd_cancel)
     commands.add_parser("schema", help="JSON Schema of the message and callbacks").set_defaults(
         func=cmd_schema
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from worker.errors import JobTimeout, LeaseLost
 from worker.heartbeat import Heartbeat
 from worker.message import Job
 from worker.notify import ProgressChannel
+
+CANCEL_POLL = 2.0
+"""Seconds between reads of the job's cancel marker while it runs."""
 
 
 @dataclass
@@ -30,6 +34,8 @@ class Attempt:
     heartbeat: Heartbeat | None = None
     channel: ProgressChannel | None = None
     work: Path | None = None
+    cancel_marker: Callable[[], bool] | None = None
+    _polled: float = 0.0
 
     @property
     def job_id(self) -> str:
@@ -52,6 +58,17 @@ class Attempt:
             raise JobTimeout(f"the job ran past its deadline of {self.deadline - self.started:.0f} s")
 
     def cancelled(self, aborting: bool) -> bool:
-        """For the task between batches: raises as :meth:`check`; True on shutdown or a backend cancel."""
+        """For the task between batches: raises as :meth:`check`; True on shutdown or a cancel.
+
+        A cancel is the backend's answer to this try's progress, or the job's
+        cancel marker (any worker's, ``worker cancel``), read at most every
+        :data:`CANCEL_POLL` seconds.
+        """
         self.check()
-        return aborting or (self.channel is not None and self.channel.cancelled.is_set())
+        if aborting or (self.channel is not None and self.channel.cancelled.is_set()):
+            return True
+        now = time.monotonic()
+        if self.cancel_marker is not None and now - self._polled >= CANCEL_POLL:
+            self._polled = now
+            return self.cancel_marker()
+        return False

@@ -25,7 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from errors import ErrorCode
-from tasks import TASKS, InvalidParameters, Progress, Resources, Task, TaskContext, TaskRegistry, TaskResult
+from tasks import (
+    TASKS,
+    Cancelled,
+    InvalidParameters,
+    Progress,
+    Resources,
+    Task,
+    TaskContext,
+    TaskRegistry,
+    TaskResult,
+)
 from worker import metrics
 from worker.attempt import Attempt
 from worker.consumer import Consumer, Received
@@ -187,6 +197,9 @@ class Worker:
             task, params = self._prepare(attempt)
             if self._replay(attempt):
                 return
+            if self.state.cancel_requested(attempt.job_id):
+                raise Cancelled("the job was cancelled")
+            attempt.cancel_marker = lambda: self.state.cancel_requested(attempt.job_id)
             self.current = Current(attempt.job_id, task.name)
             with Heartbeat(
                 self.consumer.sqs,
@@ -372,11 +385,11 @@ class Worker:
                   exc_info=decision.code == ErrorCode.INTERNAL_ERROR)  # fmt: skip
         if isinstance(error, CallbackRefused):
             attempt.callback = None  # never send anything to a refused address
+        if decision.terminal is Status.CANCELLED:  # every worker on the job (its other segments) stops too
+            self.settle("mark cancelled", lambda: self.state.request_cancel(attempt.job_id, str(error)))
+        body = failure_body(attempt.job_id, error, decision, attempt.number)
         if decision.terminal is not None and not self._concluded(
-            attempt.received,
-            attempt.job_id,
-            attempt.callback,
-            failure_body(attempt.job_id, error, decision, attempt.number),
+            attempt.received, attempt.job_id, attempt.callback, body
         ):
             decision = Decision(Action.RETRY, 1, None, decision.code, True)  # undecided: never drop it
         self.settle(str(decision.action), lambda: self._apply(attempt.received, decision))

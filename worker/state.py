@@ -7,6 +7,8 @@
   wrote it sends the terminal callback first; any later run re-sends the same
   event (same event id). An operator's redrive starts a new lifetime, whose
   marker is ``terminal.{n}.json``; COMPLETED is final across lifetimes.
+* ``cancel`` — written by a backend's cancel answer or ``python -m worker
+  cancel``: every worker on the job stops at its next batch, CANCELLED once.
 * ``{jobs_prefix}.outbox/`` — terminal callbacks the backend did not take
   within the retry budget, re-sent by any worker until delivered or too old.
   One flat folder (no job id starts with ``.``), so re-senders list only what
@@ -56,6 +58,16 @@ class JobState:
     def __init__(self, storage: Storage, keys: KeyPolicy) -> None:
         self.storage = storage
         self.keys = keys
+
+    def cancel_key(self, job_id: str) -> str:
+        return f"{self.keys.state_prefix(job_id)}cancel"
+
+    def request_cancel(self, job_id: str, why: str) -> None:
+        """Ask every worker on the job (each segment, the merge) to stop; idempotent."""
+        self.storage.put_json(self.cancel_key(job_id), {"jobId": job_id, "why": why, "at": time.time()})
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.storage.get_json(self.cancel_key(job_id)) is not None
 
     def result_key(self, job_id: str) -> str:
         return f"{self.keys.state_prefix(job_id)}result.json"

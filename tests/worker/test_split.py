@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.clips import ffprobe, stream
+from tests.conftest import ROOT
 from tests.worker.harness import Stack, wait_until
 
 pytestmark = pytest.mark.slow
@@ -68,3 +70,22 @@ def test_a_worker_killed_mid_segment_costs_only_that_segment(stack: Stack, clip:
     assert len({item.headers["X-Event-Id"] for item in stack.receiver.of("killed", "COMPLETED")}) == 1
     assert second.stop() == 0  # the merge's message settled, its segments removed
     assert not [item for item in stack.keys("jobs/killed/segments/") if item.endswith(".ts")]
+
+
+def test_worker_cancel_stops_every_segment_and_the_merge_never_runs(stack: Stack, clip: Path) -> None:
+    stack.upload(clip, "uploads/long.mp4")
+    stack.enqueue("stopped", "uploads/long.mp4")
+    worker = stack.start(WORKER_SEGMENT_SECONDS="1")
+    assert wait_until(lambda: "segment 1 of 3 done" in worker.text(), 120), worker.text()[-2000:]
+    cancel = subprocess.run(
+        [sys.executable, "-m", "worker", "cancel", "stopped"], cwd=ROOT, env=stack.env(),
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "cancel requested" in cancel.stdout
+    cancelled = stack.wait_for_status("stopped", "CANCELLED", timeout=120)
+    assert cancelled["errorCode"] == "CANCELLED"
+    assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 60)
+    assert stack.receiver.of("stopped", "COMPLETED") == [] and stack.receiver.of("stopped", "FAILED") == []
+    assert len({item.headers["X-Event-Id"] for item in stack.receiver.of("stopped", "CANCELLED")}) == 1
+    assert "merge enqueued" not in worker.text() and stack.keys() == []
+    assert worker.stop() == 0
