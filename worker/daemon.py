@@ -211,7 +211,7 @@ class Worker:
                 attempt.heartbeat = heartbeat
                 record = self._produce(attempt, task, params)
                 if record is None:
-                    self.settle("delete", lambda: self.consumer.delete(attempt.received))
+                    self._delete(attempt)
                     return
                 self._complete(attempt, record)
             self.settle("remove segments", lambda: self.splitter.cleanup(attempt))
@@ -233,10 +233,16 @@ class Worker:
             log.error("output recorded but its outcome not yet decided (%s); the message comes back", error)
             self.settle("retry later", lambda: self.consumer.retry_later(attempt.received, 1))
             return
-        self.settle("delete", lambda: self.consumer.delete(attempt.received))
+        self._delete(attempt)
         self.jobs_done += 1
         metrics.JOBS.labels(attempt.task, "COMPLETED").inc()
         log.info("completed; message deleted")
+
+    def _delete(self, attempt: Attempt) -> None:
+        """The try is settled: stop extending the message (no beat may meet it deleted), then delete it."""
+        if attempt.heartbeat is not None:
+            attempt.heartbeat.stop()
+        self.settle("delete", lambda: self.consumer.delete(attempt.received))
 
     def _prepare(self, attempt: Attempt) -> tuple[Task[Any], Any]:
         """Task, parameters, callback URL and output key checked: anything wrong is INPUT_INVALID."""
@@ -264,7 +270,7 @@ class Worker:
             terminal = self.state.decide(attempt.job_id, attempt.lifetime, Status.COMPLETED, record)
         log.info("the job's outcome is already %s; re-sending it instead of reprocessing", terminal.status)
         self.deliver(attempt.callback, terminal)
-        self.settle("delete", lambda: self.consumer.delete(attempt.received))
+        self._delete(attempt)
         self.settle("remove segments", lambda: self.splitter.cleanup(attempt))
         return True
 
