@@ -263,3 +263,21 @@ def test_transfers_stop_when_aborted(storage: Storage, s3: Any, bucket: str, tmp
         storage.publish(path, "processed/upscaled/j9/o.mp4", "j9", abort=lambda: True)
     assert storage.stamp("processed/upscaled/j9/o.mp4") is None
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_an_adopted_output_is_recorded_with_its_real_size_through_a_proxy(
+    moto_server: EmbeddedAWS, bucket: str, tmp_path: Path
+) -> None:
+    """A HEAD's Content-Length through the test proxies is the object's (the soak once recorded 0)."""
+    proxy = FaultProxy(moto_server.endpoint)
+    try:
+        storage = Storage(quick_client(proxy.endpoint), bucket=bucket, allowed_buckets=frozenset({bucket}))
+        path = tmp_path / "output.mp4"
+        path.write_bytes(os.urandom(3255))
+        first = storage.publish(path, "processed/upscaled/j1/o.mp4", "j1")
+        again = storage.publish(path, "processed/upscaled/j1/o.mp4", "j1")
+        assert again == first and again.size == 3255
+        stamp = storage.stamp("processed/upscaled/j1/o.mp4")
+        assert stamp is not None and stamp.size == 3255
+    finally:
+        proxy.stop()
