@@ -231,6 +231,8 @@ class Worker:
             self._conclude(attempt.received, attempt.job_id, attempt.callback, record)
         except Exception as error:
             log.error("output recorded but its outcome not yet decided (%s); the message comes back", error)
+            if attempt.heartbeat is not None:
+                attempt.heartbeat.stop()  # or its next beat would hide the message again
             self.settle("retry later", lambda: self.consumer.retry_later(attempt.received, 1))
             return
         self._delete(attempt)
