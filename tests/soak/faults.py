@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import random
 import sys
 import threading
@@ -12,12 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.worker.harness import answer, relay
+
 S3_FAULTS = (
     (503, "SlowDown", "Please reduce your request rate."),
     (503, "ServiceUnavailable", "injected by the soak"),
     (500, "InternalError", "We encountered an internal error. Please try again."),
 )
-_HOP = ("content-length", "transfer-encoding", "connection", "date", "server")
 
 
 def quiet(server: ThreadingHTTPServer) -> None:
@@ -35,8 +35,8 @@ class ChaosProxy:
     """Forwards every request to ``upstream`` (moto); a seeded fraction ``rate`` of S3 requests
     gets an S3 500/503 (SlowDown, ServiceUnavailable, InternalError) instead.
 
-    SQS requests (``POST /``) pass untouched. Like tests.worker.harness.FaultProxy, but random,
-    and an injected answer to a HEAD carries no body (a body there would poison the connection).
+    SQS requests (``POST /``) pass untouched. Like tests.worker.harness.FaultProxy (whose
+    ``answer`` and ``relay`` it uses), but random.
     """
 
     def __init__(self, upstream: str, *, rate: float, rng: random.Random) -> None:
@@ -54,34 +54,12 @@ class ChaosProxy:
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
                 fault = outer._fault(self.command, self.path)
-                if fault is not None:
-                    status, code, message = fault
-                    payload = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    if self.command != "HEAD":
-                        self.wfile.write(payload)
+                if fault is None:
+                    relay(self, target, body)
                     return
-                connection = http.client.HTTPConnection(target.hostname or "", target.port, timeout=60)
-                try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
-                    connection.request(self.command, self.path, body=body, headers=headers)
-                    reply = connection.getresponse()
-                    data = reply.read()
-                finally:
-                    connection.close()
-                self.send_response(reply.status)
-                for key, value in reply.getheaders():
-                    if key.lower() not in _HOP:
-                        self.send_header(key, value)
-                # a HEAD's length is the object's, as upstream says it, not that of the empty body
-                length = reply.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                status, code, message = fault
+                payload = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+                answer(self, status, payload, [("Content-Type", "application/xml")])
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 

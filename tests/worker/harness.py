@@ -11,18 +11,60 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from tests.conftest import ROOT, mirror_dir
 from worker.embedded import CallbackReceiver, EmbeddedAWS
 
 Rule = Callable[[str, str], bool]
 """``(method, path) -> bool``: whether the proxy should answer this request with a 503."""
+
+
+_HOP = ("content-length", "transfer-encoding", "connection", "date", "server")
+"""Reply headers a proxy must not copy as they are."""
+
+
+def answer(
+    handler: BaseHTTPRequestHandler, status: int, payload: bytes, headers: Sequence[tuple[str, str]] = ()
+) -> None:
+    """Answer ``handler``'s request in the proxy's name; a HEAD gets the headers, never a body
+    (a body there would poison the kept-alive connection)."""
+    handler.send_response(status)
+    for key, value in headers:
+        handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(payload)
+
+
+def relay(handler: BaseHTTPRequestHandler, target: SplitResult, body: bytes) -> None:
+    """Forward ``handler``'s request to ``target`` and its reply back.
+
+    A HEAD keeps upstream's Content-Length (the object's size, not that of the empty body).
+    """
+    connection = http.client.HTTPConnection(target.hostname or "", target.port, timeout=60)
+    try:
+        headers = {k: v for k, v in handler.headers.items() if k.lower() != "transfer-encoding"}
+        connection.request(handler.command, handler.path, body=body, headers=headers)
+        reply = connection.getresponse()
+        data = reply.read()
+    finally:
+        connection.close()
+    handler.send_response(reply.status)
+    for key, value in reply.getheaders():
+        if key.lower() not in _HOP:
+            handler.send_header(key, value)
+    length = reply.getheader("Content-Length") if handler.command == "HEAD" else None
+    handler.send_header("Content-Length", length or str(len(data)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(data)
 
 
 @dataclass
@@ -59,42 +101,13 @@ class FaultProxy:
                     payload = json.dumps(
                         {"__type": f"com.amazonaws.sqs#{code}", "message": "injected"}
                     ).encode()
-                    self.send_response(400)
-                    self.send_header("x-amzn-query-error", f"{code};Sender")
-                    self.send_header("Content-Type", "application/x-amz-json-1.0")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                if inject:
-                    payload = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
-                    self.send_response(503)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                    return
-                connection = http.client.HTTPConnection(target.hostname or "", target.port, timeout=60)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
-                connection.request(self.command, self.path, body=body, headers=headers)
-                reply = connection.getresponse()
-                data = reply.read()
-                self.send_response(reply.status)
-                for key, value in reply.getheaders():
-                    if key.lower() not in (
-                        "content-length",
-                        "transfer-encoding",
-                        "connection",
-                        "date",
-                        "server",
-                    ):
-                        self.send_header(key, value)
-                # a HEAD's length is the object's, as upstream says it, not that of the empty body
-                length = reply.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                connection.close()
+                    sqs_error = [("x-amzn-query-error", f"{code};Sender"),
+                                 ("Content-Type", "application/x-amz-json-1.0")]  # fmt: skip
+                    answer(self, 400, payload, sqs_error)
+                elif inject:
+                    answer(self, 503, b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>")
+                else:
+                    relay(self, target, body)
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
