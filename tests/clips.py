@@ -48,6 +48,12 @@ RECIPES: dict[str, list[str]] = {
     "faststart": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=3", "-c:v", "libx264", "-pix_fmt", "yuv420p",
                   "-movflags", "+faststart"],
     "clip20": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=20", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    # 60 frames: a few seconds of work, long enough for heartbeats and kills mid-job
+    "clip6": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=6", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
+    # split jobs: 3 s with audio, a 12-frame GOP with B-frames, so 1 s segments are cut mid-GOP
+    "split3": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=3", "-f", "lavfi", "-i",
+               "sine=frequency=440:duration=3", "-c:v", "libx264", "-g", "12", "-bf", "2",
+               "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"],
     "clip60": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=60", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
     # 28 of 40 frames kept at irregular times; Matroska claims 10/s (DefaultDuration) and counts nothing.
     # The noise makes the frames, not the header, the bulk of the file (vfr_mkv_cut cuts it in half).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,21 +12,9 @@ from media.reader import FrameRange, decode_all
 from models import WeightStore
 from tasks import EngineCache, InvalidParameters, Resources, TaskContext, UpscaleTask
 from tests.clips import ffprobe, stream
+from tests.conftest import Clips
 
 MODEL = "realesr-animevideov3"
-
-
-@pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 s at 10 fps with audio; h264 with B-frames and a 12-frame GOP, so cuts fall mid-GOP."""
-    path = tmp_path_factory.mktemp("split") / "source.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=3", "-f", "lavfi", "-i",
-         "sine=frequency=440:duration=3", "-c:v", "libx264", "-g", "12", "-bf", "2", "-pix_fmt", "yuv420p",
-         "-c:a", "aac", "-shortest", str(path)],
-        check=True, timeout=60,
-    )  # fmt: skip
-    return path
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -36,7 +23,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return values
 
 
-def test_segments_joined_equal_the_unsplit_run(source: Path, real_store: WeightStore, tmp_path: Path) -> None:
+def test_segments_joined_equal_the_unsplit_run(clips: Clips, real_store: WeightStore, tmp_path: Path) -> None:
+    source = clips("split3")
     resources = Resources(store=real_store, engines=EngineCache(real_store))
     task = UpscaleTask()
     params = task.parse({"model": MODEL, "device": "cpu", "scaleFactor": 2})
@@ -65,8 +53,9 @@ def test_segments_joined_equal_the_unsplit_run(source: Path, real_store: WeightS
 
 
 def test_captions_are_not_cut_into_segments_yet(
-    source: Path, real_store: WeightStore, tmp_path: Path
+    clips: Clips, real_store: WeightStore, tmp_path: Path
 ) -> None:
+    source = clips("split3")
     task = UpscaleTask()
     params = task.parse({"model": MODEL, "captions": {"cues": [{"start": 0, "end": 1, "text": "hi"}]}})
     resources = Resources(store=real_store, engines=EngineCache(real_store))

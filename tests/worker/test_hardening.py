@@ -10,7 +10,6 @@ import json
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,18 +21,6 @@ from worker.embedded import Received
 pytestmark = pytest.mark.slow
 
 UPSCALE = {"scaleFactor": 2, "model": "realesr-animevideov3"}
-
-
-@pytest.fixture(scope="module")
-def clip6(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """60 frames of 64x36: a few seconds of work, long enough for heartbeats and kills mid-job."""
-    path = tmp_path_factory.mktemp("clip6") / "clip6.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=6", "-c:v", "libx264",
-         "-pix_fmt", "yuv420p", str(path)],
-        check=True, timeout=60,
-    )  # fmt: skip
-    return path
 
 
 def job(job_id: str, **fields: Any) -> str:
@@ -124,9 +111,9 @@ def test_the_same_job_delivered_twice_at_once_is_published_once(stack: Stack, cl
         assert worker.stop() == 0
 
 
-def test_a_lost_lease_stops_the_job_before_publishing(stack: Stack, clip6: Path) -> None:
+def test_a_lost_lease_stops_the_job_before_publishing(stack: Stack, clips: Clips) -> None:
     """moto accepts stale receipt handles, so the fault proxy answers one extension as SQS would."""
-    stack.upload(clip6, "uploads/a.mp4")
+    stack.upload(clips("clip6"), "uploads/a.mp4")
     stack.send_raw(job("lease"))
     worker = stack.start()
     stack.wait_for_status("lease", "PROCESSING")
@@ -139,8 +126,8 @@ def test_a_lost_lease_stops_the_job_before_publishing(stack: Stack, clip6: Path)
     assert worker.stop() == 0
 
 
-def test_a_job_past_its_deadline_fails_job_timeout_once(stack: Stack, clip6: Path) -> None:
-    stack.upload(clip6, "uploads/a.mp4")
+def test_a_job_past_its_deadline_fails_job_timeout_once(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("clip6"), "uploads/a.mp4")
     stack.send_raw(job("slow"))
     worker = stack.start(WORKER_JOB_TIMEOUT="1")
     failed = stack.wait_for_status("slow", "FAILED", timeout=120)
@@ -169,9 +156,9 @@ def test_settling_errors_are_survived_and_never_turn_a_completion_into_a_failure
 
 
 def test_a_job_that_kills_its_worker_every_time_is_failed_once_then_redrivable(
-    stack: Stack, clip6: Path
+    stack: Stack, clips: Clips
 ) -> None:
-    stack.upload(clip6, "uploads/a.mp4")
+    stack.upload(clips("clip6"), "uploads/a.mp4")
     stack.send_raw(job("doomed"))
     watch = {"WORKER_DLQ_WATCH_SECONDS": "1"}
     for attempt in (1, 2, 3):

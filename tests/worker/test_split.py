@@ -5,32 +5,18 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.clips import ffprobe, stream
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Clips
 from tests.worker.harness import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3 s at 10 fps with audio, a 12-frame GOP with B-frames: cuts fall mid-GOP."""
-    path = tmp_path_factory.mktemp("split") / "clip.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=3", "-f", "lavfi", "-i",
-         "sine=frequency=440:duration=3", "-c:v", "libx264", "-g", "12", "-bf", "2", "-pix_fmt", "yuv420p",
-         "-c:a", "aac", "-shortest", str(path)],
-        check=True, timeout=60,
-    )  # fmt: skip
-    return path
-
-
-def test_a_long_job_is_split_across_workers_merged_once_and_cleaned_up(stack: Stack, clip: Path) -> None:
-    stack.upload(clip, "uploads/long.mp4")
+def test_a_long_job_is_split_across_workers_merged_once_and_cleaned_up(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("split3"), "uploads/long.mp4")
     stack.enqueue("split", "uploads/long.mp4")
     workers = [stack.start(WORKER_SEGMENT_SECONDS="1"), stack.start(WORKER_SEGMENT_SECONDS="1")]
     done = stack.wait_for_status("split", "COMPLETED", timeout=180)
@@ -56,8 +42,8 @@ def test_a_long_job_is_split_across_workers_merged_once_and_cleaned_up(stack: St
         assert worker.stop() == 0
 
 
-def test_a_worker_killed_mid_segment_costs_only_that_segment(stack: Stack, clip: Path) -> None:
-    stack.upload(clip, "uploads/long.mp4")
+def test_a_worker_killed_mid_segment_costs_only_that_segment(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("split3"), "uploads/long.mp4")
     stack.enqueue("killed", "uploads/long.mp4")
     first = stack.start(WORKER_SEGMENT_SECONDS="1")
     assert wait_until(lambda: "segment 1 of 3 done" in first.text(), 120), first.text()[-2000:]
@@ -72,8 +58,8 @@ def test_a_worker_killed_mid_segment_costs_only_that_segment(stack: Stack, clip:
     assert not [item for item in stack.keys("jobs/killed/segments/") if item.endswith(".ts")]
 
 
-def test_worker_cancel_stops_every_segment_and_the_merge_never_runs(stack: Stack, clip: Path) -> None:
-    stack.upload(clip, "uploads/long.mp4")
+def test_worker_cancel_stops_every_segment_and_the_merge_never_runs(stack: Stack, clips: Clips) -> None:
+    stack.upload(clips("split3"), "uploads/long.mp4")
     stack.enqueue("stopped", "uploads/long.mp4")
     worker = stack.start(WORKER_SEGMENT_SECONDS="1")
     assert wait_until(lambda: "segment 1 of 3 done" in worker.text(), 120), worker.text()[-2000:]
