@@ -225,17 +225,23 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    """What S3 knows of a job: its outcome, its record, and for a split job the plan and segments done."""
+def _job_storage() -> tuple[Any, Any]:
+    """The output bucket and the key policy, as configured: where the operator commands read job state."""
     from worker.keys import KeyPolicy
-    from worker.segments import SegmentStore
-    from worker.state import JobState
     from worker.storage import Storage
 
     settings = load(cuda=False)
     _, s3 = _clients(settings)
     storage = Storage(s3, bucket=settings.bucket, allowed_buckets=settings.allowed_buckets)
-    keys = KeyPolicy(settings.output_prefixes, settings.jobs_prefix)
+    return storage, KeyPolicy(settings.output_prefixes, settings.jobs_prefix)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """What S3 knows of a job: its outcome, its record, and for a split job the plan and segments done."""
+    from worker.segments import SegmentStore
+    from worker.state import JobState
+
+    storage, keys = _job_storage()
     state, segments = JobState(storage, keys), SegmentStore(storage, keys)
     terminal = state.terminal(args.job_id, args.lifetime)
     record = state.result(args.job_id)
@@ -261,14 +267,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     """Cancel a job, split or not: its workers stop at their next batch; CANCELLED is sent once."""
-    from worker.keys import KeyPolicy
     from worker.state import JobState
-    from worker.storage import Storage
 
-    settings = load(cuda=False)
-    _, s3 = _clients(settings)
-    storage = Storage(s3, bucket=settings.bucket, allowed_buckets=settings.allowed_buckets)
-    keys = KeyPolicy(settings.output_prefixes, settings.jobs_prefix)
+    storage, keys = _job_storage()
     JobState(storage, keys).request_cancel(args.job_id, "cancelled by an operator")
     print(f"{args.job_id}: cancel requested")
     return 0
