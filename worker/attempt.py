@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from worker.consumer import Received
 from worker.errors import JobTimeout, LeaseLost
@@ -33,7 +32,6 @@ class Attempt:
     key: str = ""
     heartbeat: Heartbeat | None = None
     channel: ProgressChannel | None = None
-    work: Path | None = None
     cancel_marker: Callable[[], bool] | None = None
     _polled: float = 0.0
 

@@ -281,7 +281,7 @@ class Worker:
 
         None: a split job's step (plan, one segment) is done and its message may go.
         """
-        work = attempt.work = Path(tempfile.mkdtemp(prefix="job-", dir=self.scratch))
+        work = Path(tempfile.mkdtemp(prefix="job-", dir=self.scratch))
         if attempt.callback is not None:
             attempt.channel = self.notifier.progress_channel(attempt.callback, job_id=attempt.job_id)
         try:

@@ -259,17 +259,6 @@ class Storage:
             )  # fmt: skip
             yield {"ETag": reply["ETag"], "PartNumber": number, "ChecksumSHA256": checksum}
 
-    def read_bytes_sha256(self, key: str) -> tuple[int, str]:
-        """(size, hex SHA-256) of the stored object's bytes, read back (for checks and the soak)."""
-        digest = hashlib.sha256()
-        with _s3_errors(f"reading s3://{self.bucket}/{key}"):
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-            size = 0
-            while chunk := body.read(1024**2):
-                digest.update(chunk)
-                size += len(chunk)
-        return size, digest.hexdigest()
-
     # ------------------------------------------------------------------ JSON state
 
     def get_json(self, key: str) -> dict[str, Any] | None:
