@@ -33,6 +33,9 @@ class ModelSpec:
     scale: int
     reach: int | None
     description: str
+    cpu_cost: float
+    """Seconds per input megapixel of one frame on the CPU (``bench/models.py``: 2 threads of the
+    AVX-512 box, fp32): the planner's estimate until a worker has measured its own."""
 
 
 class ModelRegistry:
@@ -76,6 +79,7 @@ MODELS.add(
         scale=4,
         reach=None,
         description="RRDBNet, 23 blocks: general photos, best quality, slowest",
+        cpu_cost=130.0,
     )
 )
 MODELS.add(
@@ -89,6 +93,7 @@ MODELS.add(
         scale=2,
         reach=None,
         description="RRDBNet, 23 blocks, native 2x",
+        cpu_cost=33.0,  # x4plus's body on a 2x2-unshuffled input: a quarter of its positions
     )
 )
 MODELS.add(
@@ -102,6 +107,7 @@ MODELS.add(
         scale=4,
         reach=18,
         description="SRVGGNetCompact (16 convs): anime and video, fast",
+        cpu_cost=3.8,
     )
 )
 MODELS.add(
@@ -115,6 +121,7 @@ MODELS.add(
         scale=4,
         reach=34,
         description="SRVGGNetCompact (32 convs): general scenes, fast",
+        cpu_cost=7.3,
     )
 )
 

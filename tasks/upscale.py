@@ -11,7 +11,16 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from media import FrameRange, FrameReader, FrameWriter, MediaInfo, choose_encoder, probe, segment_writer
+from media import (
+    Encoder,
+    FrameRange,
+    FrameReader,
+    FrameWriter,
+    MediaInfo,
+    choose_encoder,
+    probe,
+    segment_writer,
+)
 from media.captions import parse_scenario
 from media.errors import DecodeFailed, FrameCountMismatch
 from models import DEFAULT_MODEL, MODELS, InferenceFailed, ModelError, UpscalerConfig
@@ -118,30 +127,37 @@ class UpscaleTask(Task[UpscaleParams]):
         )
 
     def run_segment(
-        self, source: Path, params: UpscaleParams, context: TaskContext, frames: FrameRange, *, last: bool
-    ) -> TaskResult:
+        self, source: Path, params: UpscaleParams, context: TaskContext, frames: FrameRange, *, last: bool,
+        encoder: Encoder | None = None,
+    ) -> TaskResult:  # fmt: skip
         """Upscale frames ``[start, stop)`` of the whole decode into one MPEG-TS segment (no audio).
 
         The frames are those an unsplit run would upscale there (``last``: the
         range runs to the end of the source, however many frames it holds);
-        the encode uses ``media.segments``' pinned settings so segments join
-        without re-encoding. Captions are not cut into segments yet.
+        the encode uses ``media.segments``' pinned settings and ``encoder`` (the
+        plan's; this host's choice when None) so segments join without
+        re-encoding. Captions are burned at the segment's own times: frame ``i``
+        of the source is drawn at ``i / fps`` as in an unsplit run.
         """
-        if params.captions is not None:
-            raise InvalidParameters("captions are not yet burned into split jobs")
         started = time.monotonic()
         tools = context.resources.tools
         info = probe(source, tools, context.resources.limits)
         engine = self._engine(params, context)
         width, height = info.width * params.scale_factor, info.height * params.scale_factor
-        encoder = choose_encoder(tools, width, height, codec=params.codec, gpu=engine.device.type == "cuda")
+        if encoder is None:
+            gpu = engine.device.type == "cuda"
+            encoder = choose_encoder(tools, width, height, codec=params.codec, gpu=gpu)
+        filters: tuple[str, ...] = ()
+        if params.captions is not None:  # shifted to the range's time, drawn, shifted back to 0
+            drawn = caption_filter(parse_scenario(params.captions), width, height, context.work_dir)
+            filters = (f"setpts=PTS+{frames.start}/(FRAME_RATE*TB)", drawn, "setpts=PTS-STARTPTS")
         reading = FrameRange(frames.start, max(frames.stop, info.frames) if last else frames.stop)  # open end
         target = context.work_dir / f"segment-{frames.start:09d}.ts"
         with (
             FrameReader(info, tools, frames=reading) as reader,
             segment_writer(
                 target, width=width, height=height, fps=info.fps, encoder=encoder, tools=tools,
-                quality=params.quality, color=info.color,
+                quality=params.quality, color=info.color, filters=filters,
             ) as writer,
         ):  # fmt: skip
             _pipe(engine, reader, writer, context, total=len(frames))

@@ -214,7 +214,7 @@ class Worker:
                     self._delete(attempt)
                     return
                 self._complete(attempt, record)
-            self.settle("remove segments", lambda: self.splitter.cleanup(attempt))
+            self.settle("remove segments", lambda: self.splitter.cleanup(attempt.job_id))
         except Exception as error:
             self._fail(attempt, error)
         finally:
@@ -273,7 +273,7 @@ class Worker:
         log.info("the job's outcome is already %s; re-sending it instead of reprocessing", terminal.status)
         self.deliver(attempt.callback, terminal)
         self._delete(attempt)
-        self.settle("remove segments", lambda: self.splitter.cleanup(attempt))
+        self.settle("remove segments", lambda: self.splitter.cleanup(attempt.job_id))
         return True
 
     def _produce(self, attempt: Attempt, task: Task[Any], params: Any) -> dict[str, Any] | None:
@@ -401,6 +401,8 @@ class Worker:
         ):
             decision = Decision(Action.RETRY, 1, None, decision.code, True)  # undecided: never drop it
         self.settle(str(decision.action), lambda: self._apply(attempt.received, decision))
+        if decision.terminal is not None:
+            self.settle("remove segments", lambda: self.splitter.cleanup(attempt.job_id))
         if decision.code == ErrorCode.DEVICE_LOST:
             self.exit_code = EXIT_DEVICE_LOST
             self.stop(cold=True)

@@ -27,6 +27,8 @@ from fractions import Fraction
 from typing import Any
 
 from errors import ErrorCode, VidworkerError
+from media.segments import MIN_SEGMENT_FRAMES
+from models import MODELS
 from worker.keys import KeyPolicy
 from worker.storage import Storage
 
@@ -35,6 +37,8 @@ STAGE = "vidworker"
 """Top-level field of a stage message; the backend never sends it."""
 COMFORT = 0.5
 """A segment's estimated compute may use at most this share of ``WORKER_JOB_TIMEOUT``."""
+MIN_OBSERVED_SECONDS = 60.0
+"""A run measures the per-frame cost only when it took this long (start-up is then a few per cent)."""
 
 
 class TooLong(VidworkerError):
@@ -45,10 +49,19 @@ class TooLong(VidworkerError):
 
 
 class PlanMismatch(VidworkerError):
-    """The plan cannot be honoured here: another schema, or a source that changed under it."""
+    """A stage message that does not fit its job: no plan, an index outside it, a task that is not split."""
 
     code = ErrorCode.INPUT_INVALID
     retryable = False
+
+
+class PlanUnsupported(VidworkerError):
+    """This worker cannot honour the plan (a schema it does not know, an encoder it lacks): the message
+    waits for one that can. Retried, so counted: where no worker can, the job fails instead of going
+    round forever."""
+
+    code = ErrorCode.PLAN_UNSUPPORTED
+    retryable = True
 
 
 def segment_count(
@@ -59,18 +72,54 @@ def segment_count(
     Split when the source is longer than 1.5 x ``segment_seconds`` (0: never
     for length), or when the estimated compute (``frames x seconds_per_frame``)
     would not fit comfortably (:data:`COMFORT`) in ``job_timeout``; segments are
-    then sized so each one's estimate fits. Raises :class:`TooLong` when even one
-    frame would not fit the deadline.
+    then sized so each one's estimate fits. Raises :class:`TooLong` when even the
+    shortest segment (:data:`~media.segments.MIN_SEGMENT_FRAMES`) would not fit the deadline.
     """
-    if seconds_per_frame > job_timeout:
+    if MIN_SEGMENT_FRAMES * seconds_per_frame > job_timeout and frames > 1:
         raise TooLong(
-            f"one frame takes about {seconds_per_frame:.0f} s; the job deadline is {job_timeout:.0f} s"
+            f"one frame takes about {seconds_per_frame:.0f} s here: even a {MIN_SEGMENT_FRAMES}-frame "
+            f"segment would not fit the job deadline of {job_timeout:.0f} s (WORKER_JOB_TIMEOUT)"
         )
     by_length = 1
     if segment_seconds > 0 and frames / fps > 1.5 * segment_seconds:
         by_length = round(frames / fps / segment_seconds)
     by_cost = math.ceil(frames * seconds_per_frame / (COMFORT * job_timeout))
-    return max(1, min(frames // 2, max(by_length, by_cost)))
+    return max(1, min(frames // MIN_SEGMENT_FRAMES, max(by_length, by_cost)))
+
+
+class FrameCost:
+    """Seconds per input megapixel of one frame, by model and device: what this worker measured, else
+    the model's CPU figure (:attr:`~models.ModelSpec.cpu_cost`) times ``factor`` (``WORKER_COST_FACTOR``:
+    this host's speed against the box that figure was measured on; 0 never splits by cost).
+
+    A GPU has no table figure (none was measured here): until its worker has run a job of that model,
+    only the length splits there.
+    """
+
+    def __init__(self, factor: float = 1.0) -> None:
+        self.factor = factor
+        self.measured: dict[tuple[str, str], float] = {}
+        self._runs: dict[tuple[str, str], tuple[float, float]] = {}  # seconds, frame-megapixels
+
+    def seconds_per_frame(self, model: str, device: str, pixels: int) -> float:
+        """The estimated compute of one ``pixels``-pixel source frame (decode, inference, encode)."""
+        if self.factor == 0:
+            return 0.0
+        per_megapixel = self.measured.get((model, device))
+        if per_megapixel is None:
+            per_megapixel = MODELS.get(model).cpu_cost * self.factor if device == "cpu" else 0.0
+        return per_megapixel * pixels / 1e6
+
+    def observe(self, model: str | None, device: str, pixels: int, frames: int, seconds: float) -> None:
+        """A finished run's cost. Runs shorter than :data:`MIN_OBSERVED_SECONDS` are ignored (start-up
+        would dominate them); the others add up: their seconds over their frame-megapixels."""
+        if model is None or frames < 1 or pixels < 1 or seconds < MIN_OBSERVED_SECONDS:
+            return
+        key = (model, device)
+        total_seconds, megapixels = self._runs.get(key, (0.0, 0.0))
+        total_seconds, megapixels = total_seconds + seconds, megapixels + frames * pixels / 1e6
+        self._runs[key] = (total_seconds, megapixels)
+        self.measured[key] = total_seconds / megapixels
 
 
 @dataclass(frozen=True)
@@ -96,9 +145,9 @@ class Plan:
 
     @classmethod
     def of(cls, body: dict[str, Any]) -> Plan:
-        """A stored plan; :class:`PlanMismatch` for a schema this worker does not know."""
+        """A stored plan; :class:`PlanUnsupported` for a schema this worker does not know."""
         if body.get("schema") != SCHEMA:
-            raise PlanMismatch(f"plan schema {body.get('schema')!r}; this worker knows {SCHEMA}")
+            raise PlanUnsupported(f"plan schema {body.get('schema')!r}; this worker knows {SCHEMA}")
         ranges = tuple((int(start), int(stop)) for start, stop in body["ranges"])
         return cls(
             str(body["jobId"]), dict(body["source"]), Fraction(body["fps"]), ranges, dict(body["settings"])
@@ -154,6 +203,11 @@ class SegmentStore:
         """Indices of the plan's segments without a marker, in order."""
         done = self.finished(plan.job_id)
         return [index for index in range(len(plan.ranges)) if index not in done]
+
+    def forget(self, job_id: str, index: int) -> None:
+        """Segment ``index`` is bad: its marker and object go, so that it is redone."""
+        self.storage.delete(self.marker_key(job_id, index))
+        self.storage.delete(self.segment_key(job_id, index))
 
     def remove_segments(self, plan: Plan) -> None:
         """Delete the segment objects (after the merge published, or found it published)."""

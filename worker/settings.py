@@ -156,7 +156,8 @@ class Settings(BaseSettings):
     min_free_bytes: int = Field(1024**3, validation_alias="WORKER_MIN_FREE_BYTES", ge=0, le=1024**4)
     dead_letter_watch_seconds: float = Field(60.0, validation_alias="WORKER_DLQ_WATCH_SECONDS", ge=0, le=_DAY)
     outbox_hours: float = Field(72.0, validation_alias="CALLBACK_OUTBOX_HOURS", ge=0, le=24 * 14)
-    segment_seconds: float = Field(0.0, validation_alias="WORKER_SEGMENT_SECONDS", ge=0, le=43200)
+    segment_seconds: float = Field(60.0, validation_alias="WORKER_SEGMENT_SECONDS", ge=0, le=43200)
+    cost_factor: float = Field(1.0, validation_alias="WORKER_COST_FACTOR", ge=0, le=1000)
     default_model_gpu: _Model = Field("realesrgan-x4plus", validation_alias="DEFAULT_MODEL_GPU")
     default_model_cpu: _Model = Field("realesr-general-x4v3", validation_alias="DEFAULT_MODEL_CPU")
     ffmpeg_max_address_space: int = Field(

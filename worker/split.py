@@ -19,24 +19,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from errors import ErrorCode
-from media import FrameRange, concat, probe, split
-from tasks import Progress, TaskContext, TaskResult, UpscaleParams, UpscaleTask
+from media import Encoder, FrameRange, MediaError, MediaInfo, choose_encoder, concat, probe, split
+from media.segments import SEGMENT_CONTAINER
+from media.writer import ENCODERS, count_frames
+from models.device import select_device
+from tasks import Cancelled, Progress, TaskContext, TaskResult, UpscaleParams, UpscaleTask
 from worker.attempt import Attempt
 from worker.errors import SourceNotFound, WorkerError
-from worker.segments import Plan, PlanMismatch, SegmentStore, segment_count, stage_body
+from worker.segments import (
+    FrameCost,
+    Plan,
+    PlanMismatch,
+    PlanUnsupported,
+    SegmentStore,
+    segment_count,
+    stage_body,
+)
 from worker.storage import sha256_file
 
 if TYPE_CHECKING:
     from worker.daemon import Worker
 
 log = logging.getLogger(__name__)
-
-
-class SegmentsPending(WorkerError):
-    """A merge message arrived before every segment was marked (a duplicate, or a race): later."""
-
-    code = ErrorCode.SEGMENTS_PENDING
-    retryable = True
 
 
 class SourceChanged(WorkerError):
@@ -52,11 +56,11 @@ class Splitter:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.store = SegmentStore(worker.storage, worker.keys)
+        self.costs = FrameCost(worker.settings.cost_factor)
 
     def applies(self, attempt: Attempt, task: Any) -> bool:
-        """A stage message, or an UPSCALE job on a worker that splits."""
-        split = self.worker.settings.segment_seconds > 0 and isinstance(task, UpscaleTask)
-        return attempt.job.stage is not None or split
+        """A stage message, or an UPSCALE job (planned: split when long or costly, else run whole)."""
+        return attempt.job.stage is not None or isinstance(task, UpscaleTask)
 
     def run(
         self, attempt: Attempt, task: Any, params: Any, source: Path, context: TaskContext
@@ -73,53 +77,67 @@ class Splitter:
             return None
         return self._merge(attempt, source, context, plan)
 
-    def cleanup(self, attempt: Attempt) -> None:
-        """After a merge published (or found the job published): the segment objects go."""
-        if attempt.job.stage is not None and attempt.job.stage.stage == "merge":
-            plan = self.store.plan(attempt.job_id)
-            if plan is not None:
-                self.store.remove_segments(plan)
+    def cleanup(self, job_id: str) -> None:
+        """The job's outcome is decided (published, failed or cancelled): its segment objects go."""
+        plan = self.store.plan(job_id)
+        if plan is not None:
+            self.store.remove_segments(plan)
 
     # ------------------------------------------------------------------ steps
 
     def _plan(
         self, attempt: Attempt, task: UpscaleTask, params: UpscaleParams, source: Path, context: TaskContext
     ) -> dict[str, Any] | None:
-        """Split the job, or run it whole when it is short (returns its record then)."""
+        """Split the job, or run it whole when it is short and cheap (returns its record then)."""
         held = self.store.plan(attempt.job_id)
         if held is None:
             info = probe(source, context.resources.tools, context.resources.limits)
+            device = select_device(params.device)[0].type
             settings = self.worker.settings
+            cost = self.costs.seconds_per_frame(params.model, device, info.width * info.height)
             count = segment_count(
-                info.frames, info.fps, segment_seconds=settings.segment_seconds, seconds_per_frame=0.0,
+                info.frames, info.fps, segment_seconds=settings.segment_seconds, seconds_per_frame=cost,
                 job_timeout=settings.job_timeout,
             )  # fmt: skip
             if count == 1:
-                return self.worker.publish(attempt, task.run(source, params, context))
-            held = self.store.propose(self._new_plan(attempt, info.frames, info.fps, count, params))
+                result = task.run(source, params, context)
+                self._observe(result, params)
+                return self.worker.publish(attempt, result)
+            plan = self._new_plan(attempt, info, count, params, device, context)
+            held = self.store.propose(plan)
         self._enqueue(attempt, held)
         return None
 
-    def _new_plan(self, attempt: Attempt, frames: int, fps: Any, count: int, params: UpscaleParams) -> Plan:
+    def _new_plan(
+        self, attempt: Attempt, info: MediaInfo, count: int, params: UpscaleParams, device: str,
+        context: TaskContext,
+    ) -> Plan:  # fmt: skip
         bucket = self.worker.storage.source_bucket(attempt.job.source_bucket)
         etag = self.worker.storage.etag(bucket, attempt.job.source_s3_key)
-        ranges = split(frames, fps, float(frames / fps) / count)
-        pinned = params.model_dump(mode="json", exclude={"captions"})
+        ranges = split(info.frames, info.fps, float(info.frames / info.fps) / count)
+        scale = params.scale_factor
+        encoder = choose_encoder(context.resources.tools, info.width * scale, info.height * scale,
+                                 codec=params.codec, gpu=device == "cuda")  # fmt: skip
+        pinned = {**params.model_dump(mode="json", exclude={"captions"}), "encoder": encoder.name}
         source = {"bucket": bucket, "key": attempt.job.source_s3_key, "etag": etag}
-        return Plan(attempt.job_id, source, fps, tuple((item.start, item.stop) for item in ranges), pinned)
+        cuts = tuple((item.start, item.stop) for item in ranges)
+        return Plan(attempt.job_id, source, info.fps, cuts, pinned)
 
     def _enqueue(self, attempt: Attempt, plan: Plan) -> None:
         """One message per unfinished segment (each its own FIFO group); or the merge when none is left."""
-        received = attempt.received
         left = self.store.unfinished(plan)
-        consumer = self.worker.consumer
         for index in left:
-            body = stage_body(received.body, "segment", index)
-            group = f"{attempt.job_id}-s{index}"
-            consumer.send(received.queue_url, body, group=group, dedup=f"{group}-{received.lifetime}")
+            self._send_segment(attempt, index)
         if not left:
             self._enqueue_merge(attempt)
         log.info("split into %d segments; %d to do", len(plan.ranges), len(left))
+
+    def _send_segment(self, attempt: Attempt, index: int) -> None:
+        """Segment ``index``'s message; on FIFO its own group (segments run side by side)."""
+        received = attempt.received
+        group = f"{attempt.job_id}-s{index}"
+        body = stage_body(received.body, "segment", index)
+        self.worker.consumer.send(received.queue_url, body, group=group, dedup=f"{group}-{received.lifetime}")
 
     def _enqueue_merge(self, attempt: Attempt) -> None:
         received = attempt.received
@@ -146,25 +164,64 @@ class Splitter:
         store = self.store
         finished = store.finished(attempt.job_id)
         if index not in finished:
+            pinned, encoder = self._pinned(task, params, plan, context)
             frames = FrameRange(*plan.ranges[index])
+            log.info("segment %d of %d: frames %d-%d", index + 1, len(plan.ranges), frames.start,
+                     frames.stop - 1)  # fmt: skip
             context = _job_progress(context, finished, plan)
-            result = task.run_segment(source, params, context, frames, last=index == len(plan.ranges) - 1)
+            last = index == len(plan.ranges) - 1
+            result = task.run_segment(source, pinned, context, frames, last=last, encoder=encoder)
+            self._observe(result, pinned)
             attempt.check()
             key = store.segment_key(attempt.job_id, index)
             stored = self.worker.storage.publish(result.output, key, attempt.job_id)
             store.mark(attempt.job_id, index, _marker(result, stored.size, stored.sha256))
             log.info("segment %d of %d done (%d frames)", index + 1, len(plan.ranges), result.frame_count)
+            if self.worker.state.cancel_requested(attempt.job_id):  # cancelled meanwhile: no merge
+                raise Cancelled("the job was cancelled")
+            if self.worker.state.terminal(attempt.job_id, attempt.lifetime) is not None:
+                store.storage.delete(key)  # failed meanwhile; whoever decided it removed the others
+                return
         if not store.unfinished(plan):
             self._enqueue_merge(attempt)
 
-    def _merge(self, attempt: Attempt, source: Path, context: TaskContext, plan: Plan) -> dict[str, Any]:
+    def _pinned(
+        self, task: UpscaleTask, params: UpscaleParams, plan: Plan, context: TaskContext
+    ) -> tuple[UpscaleParams, Encoder]:
+        """The plan's parameters (this worker's defaults may differ) and encoder; :class:`PlanUnsupported`
+        when this worker cannot honour them."""
+        settings = dict(plan.settings)
+        name = str(settings.pop("encoder", ""))
+        encoder = next((item for item in ENCODERS.values() if item.name == name), None)
+        if encoder is None or (encoder.hardware and not context.resources.tools.encoder_works(name)):
+            raise PlanUnsupported(f"the plan's encoder {name!r} does not work on this worker")
+        try:
+            pinned = task.parse({**settings, "captions": params.captions})
+        except Exception as error:
+            raise PlanUnsupported(f"the plan's settings are not valid here: {error}") from None
+        return pinned, encoder
+
+    def _observe(self, result: TaskResult, params: UpscaleParams) -> None:
+        pixels = result.width * result.height // params.scale_factor**2
+        self.costs.observe(result.model, result.device, pixels, result.frame_count, result.processing_seconds)
+
+    def _merge(
+        self, attempt: Attempt, source: Path, context: TaskContext, plan: Plan
+    ) -> dict[str, Any] | None:
+        """Join the segments and publish; None (the message goes) while some are not (or no longer) done:
+        the worker that marks the last one enqueues another merge."""
         markers = self.store.finished(attempt.job_id)
         if len(markers) < len(plan.ranges):
-            raise SegmentsPending(f"{len(markers)} of {len(plan.ranges)} segments are done")
-        parts = [
-            self._fetch(attempt, index, markers[index], context.work_dir) for index in range(len(plan.ranges))
-        ]
+            log.info("merge: %d of %d segments are done; the last one enqueues the merge", len(markers),
+                     len(plan.ranges))  # fmt: skip
+            return None
         tools = context.resources.tools
+        parts = []
+        for index in range(len(plan.ranges)):
+            part = self._fetch(attempt, index, markers[index], plan, context)
+            if part is None:
+                return None
+            parts.append(part)
         info = probe(source, tools, context.resources.limits)
         expected = sum(int(markers[index]["frames"]) for index in range(len(plan.ranges)))
         joined = concat(parts, context.work_dir / "output.mp4", fps=plan.fps, audio_from=info, tools=tools,
@@ -178,17 +235,40 @@ class Splitter:
         )  # fmt: skip
         return self.worker.publish(attempt, result, segments=len(plan.ranges))
 
-    def _fetch(self, attempt: Attempt, index: int, marker: dict[str, Any], work: Path) -> Path:
-        """Download segment ``index`` and check it is the marked one (size, SHA-256)."""
-        path = work / f"segment-{index:05d}.ts"
+    def _fetch(
+        self, attempt: Attempt, index: int, marker: dict[str, Any], plan: Plan, context: TaskContext
+    ) -> Path | None:
+        """Segment ``index``, checked: the marked object (size, SHA-256), MPEG-TS, the planned frames.
+
+        None when it is gone (a concurrent merge published and removed it: the replay will tell) or
+        bad: then it is redone (its object and marker removed, its message sent again).
+        """
+        path = context.work_dir / f"segment-{index:05d}.ts"
         storage = self.worker.storage
+        key = self.store.segment_key(attempt.job_id, index)
         try:
-            storage.download(storage.bucket, self.store.segment_key(attempt.job_id, index), path)
-        except SourceNotFound:  # removed by a concurrent merge that published: the replay will tell
-            raise SegmentsPending(f"segment {index} is gone (another merge finished the job?)") from None
+            storage.download(storage.bucket, key, path)
+        except SourceNotFound:
+            log.warning("merge: segment %d is gone (another merge finished the job?)", index)
+            return None
+        start, stop = plan.ranges[index]
+        last = index == len(plan.ranges) - 1
+        problem = None
         if path.stat().st_size != marker["size"] or sha256_file(path) != marker["sha256"]:
-            raise SegmentsPending(f"segment {index} in S3 is not the one its marker describes")
-        return path
+            problem = "is not the object its marker describes"
+        else:
+            try:
+                frames = count_frames(path, context.resources.tools, SEGMENT_CONTAINER.demuxer).frames
+            except MediaError as error:
+                frames, problem = 0, f"does not read back ({error})"
+            if problem is None and (frames != marker["frames"] or (not last and frames != stop - start)):
+                problem = f"holds {frames} frames where {stop - start} were planned"
+        if problem is None:
+            return path
+        log.error("merge: segment %d %s; redoing it", index, problem)
+        self.store.forget(attempt.job_id, index)
+        self._send_segment(attempt, index)
+        return None
 
 
 def _job_progress(context: TaskContext, finished: dict[int, dict[str, Any]], plan: Plan) -> TaskContext:

@@ -129,7 +129,7 @@ def test_a_lost_lease_stops_the_job_before_publishing(stack: Stack, clips: Clips
 def test_a_job_past_its_deadline_fails_job_timeout_once(stack: Stack, clips: Clips) -> None:
     stack.upload(clips("clip6"), "uploads/a.mp4")
     stack.send_raw(job("slow"))
-    worker = stack.start(WORKER_JOB_TIMEOUT="1")
+    worker = stack.start(WORKER_JOB_TIMEOUT="1", WORKER_COST_FACTOR="0")  # run it whole, past the deadline
     failed = stack.wait_for_status("slow", "FAILED", timeout=120)
     assert (failed["errorCode"], failed["retryable"]) == ("JOB_TIMEOUT", False)
     assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 15)

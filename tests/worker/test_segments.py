@@ -11,7 +11,16 @@ import pytest
 
 from worker.embedded import EmbeddedAWS
 from worker.keys import KeyPolicy
-from worker.segments import STAGE, Plan, PlanMismatch, SegmentStore, TooLong, segment_count, stage_body
+from worker.segments import (
+    STAGE,
+    FrameCost,
+    Plan,
+    PlanUnsupported,
+    SegmentStore,
+    TooLong,
+    segment_count,
+    stage_body,
+)
 from worker.storage import Storage
 
 FPS = Fraction(30)
@@ -38,10 +47,27 @@ def test_segment_count(seconds: int, segment_seconds: float, per_frame: float, e
     assert seconds * 30 * per_frame / count <= 0.5 * 6 * HOUR or count == 1
 
 
-def test_a_frame_over_the_deadline_is_refused_up_front() -> None:
-    with pytest.raises(TooLong) as caught:
-        segment_count(100, FPS, segment_seconds=0, seconds_per_frame=2 * HOUR, job_timeout=HOUR)
+def test_a_job_that_cannot_fit_even_split_is_refused_up_front() -> None:
+    with pytest.raises(TooLong, match="WORKER_JOB_TIMEOUT") as caught:  # the shortest segment is 2 frames
+        segment_count(100, FPS, segment_seconds=0, seconds_per_frame=0.6 * HOUR, job_timeout=HOUR)
     assert (caught.value.code, caught.value.retryable) == ("JOB_TIMEOUT", False)
+    assert segment_count(100, FPS, segment_seconds=0, seconds_per_frame=0.4 * HOUR, job_timeout=HOUR) == 50
+
+
+def test_the_cost_is_the_model_table_until_this_worker_has_measured_its_own() -> None:
+    costs = FrameCost()
+    frame = 640 * 480
+    assert costs.seconds_per_frame("realesrgan-x4plus", "cpu", frame) == pytest.approx(130.0 * 0.3072)
+    assert costs.seconds_per_frame("realesrgan-x4plus", "cuda", frame) == 0  # nothing measured on a GPU here
+    costs.observe("realesrgan-x4plus", "cuda", frame, frames=100, seconds=30)  # start-up would dominate
+    assert costs.seconds_per_frame("realesrgan-x4plus", "cuda", frame) == 0
+    costs.observe("realesrgan-x4plus", "cuda", frame, frames=1000, seconds=100)
+    costs.observe("realesrgan-x4plus", "cuda", frame * 4, frames=1000, seconds=200)  # summed per pixel
+    assert costs.seconds_per_frame("realesrgan-x4plus", "cuda", frame) == pytest.approx(0.06)
+    assert costs.seconds_per_frame("realesrgan-x4plus", "cpu", frame) == pytest.approx(130.0 * 0.3072)
+    slow_host = FrameCost(factor=2.0)
+    assert slow_host.seconds_per_frame("realesr-general-x4v3", "cpu", 10**6) == pytest.approx(14.6)
+    assert FrameCost(factor=0).seconds_per_frame("realesrgan-x4plus", "cpu", frame) == 0  # 0: length only
 
 
 def test_never_a_segment_of_one_frame() -> None:
@@ -70,10 +96,11 @@ def test_the_first_plan_holds(store: SegmentStore) -> None:
     assert store.storage.keys("jobs/j1/") == ["jobs/j1/segments/plan.json"]
 
 
-def test_an_unknown_schema_is_refused(store: SegmentStore) -> None:
+def test_an_unknown_schema_waits_for_a_worker_that_knows_it(store: SegmentStore) -> None:
     store.storage.put_json_once(store.plan_key("j2"), {**plan("j2").body(), "schema": 99})
-    with pytest.raises(PlanMismatch, match="schema 99"):
+    with pytest.raises(PlanUnsupported, match="schema 99") as caught:
         store.plan("j2")
+    assert (caught.value.code, caught.value.retryable) == ("PLAN_UNSUPPORTED", True)
 
 
 def test_markers_say_what_is_left_and_segments_are_removed(store: SegmentStore) -> None:
@@ -89,6 +116,8 @@ def test_markers_say_what_is_left_and_segments_are_removed(store: SegmentStore) 
         "jobs/j1/segments/00001.json",
         "jobs/j1/segments/plan.json",
     ]
+    store.forget("j1", 1)  # a bad segment: redone
+    assert store.unfinished(held) == [0, 1, 2]
 
 
 def test_a_stage_message_is_the_job_plus_its_stage() -> None:

@@ -75,3 +75,30 @@ def test_worker_cancel_stops_every_segment_and_the_merge_never_runs(stack: Stack
     assert len({item.headers["X-Event-Id"] for item in stack.receiver.of("stopped", "CANCELLED")}) == 1
     assert stack.keys() == []  # nothing published, whether or not every segment was done in time
     assert worker.stop() == 0
+
+
+def test_a_job_too_costly_for_its_deadline_is_split_by_cost(stack: Stack, clips: Clips) -> None:
+    """No length split (WORKER_SEGMENT_SECONDS=0): 30 frames estimated at 200 x the table's cost (1.75 s
+    each, 52 s in all) do not fit half of a 60 s deadline, so two segments of 26 s each do."""
+    stack.upload(clips("split3"), "uploads/long.mp4")
+    stack.enqueue("costly", "uploads/long.mp4")
+    worker = stack.start(WORKER_SEGMENT_SECONDS="0", WORKER_JOB_TIMEOUT="60", WORKER_COST_FACTOR="200")
+    done = stack.wait_for_status("costly", "COMPLETED", timeout=180)
+    assert done["metadata"]["segments"] == 2 and done["metadata"]["frameCount"] == 30
+    assert "split into 2 segments" in worker.text()
+    assert worker.stop() == 0
+
+
+def test_a_job_that_cannot_fit_its_deadline_even_split_is_refused_up_front(
+    stack: Stack, clips: Clips
+) -> None:
+    stack.upload(clips("split3"), "uploads/long.mp4")
+    stack.enqueue("hopeless", "uploads/long.mp4")
+    worker = stack.start(WORKER_JOB_TIMEOUT="10", WORKER_COST_FACTOR="1000")  # 8.8 s a frame
+    failed = stack.wait_for_status("hopeless", "FAILED", timeout=120)
+    assert (failed["errorCode"], failed["retryable"]) == ("JOB_TIMEOUT", False)
+    assert "WORKER_JOB_TIMEOUT" in failed["errorMessage"]
+    assert wait_until(lambda: stack.queue_counts("cpu") == (0, 0), 30)
+    assert stack.keys() == [] and stack.keys("jobs/hopeless/segments/") == []
+    assert "upscaling" not in worker.text()  # refused before a frame was decoded
+    assert worker.stop() == 0
