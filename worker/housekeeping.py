@@ -105,6 +105,7 @@ class Housekeeping:
             self.worker.deliver(
                 callback, state.decide(job.job_id, received.lifetime, Status.COMPLETED, record)
             )
+            self.worker.settle("remove segments", lambda: self.worker.splitter.cleanup(job.job_id))
             return 0
         error = WorkerDied(f"the worker died on every try ({received.receives} receives); dead-lettered")
         body = Callback(
@@ -117,6 +118,7 @@ class Housekeeping:
         log.error("job %s was dead-lettered after its worker died on every try; reporting FAILED", job.job_id)
         metrics.DEAD_LETTERS.inc()
         self.worker.deliver(callback, terminal)
+        self.worker.settle("remove segments", lambda: self.worker.splitter.cleanup(job.job_id))
         return 1
 
     # ------------------------------------------------------------------ outbox

@@ -33,6 +33,8 @@ from worker.keys import KeyPolicy
 from worker.storage import Storage
 
 SCHEMA = 1
+SEGMENT_TAGS = {"vidworker": "segment"}
+"""Tags of a segment object: a lifecycle rule on them expires what a lost job leaves (deploy/README.md)."""
 STAGE = "vidworker"
 """Top-level field of a stage message; the backend never sends it."""
 COMFORT = 0.5

@@ -27,6 +27,7 @@ from tasks import Cancelled, Progress, TaskContext, TaskResult, UpscaleParams, U
 from worker.attempt import Attempt
 from worker.errors import SourceNotFound, WorkerError
 from worker.segments import (
+    SEGMENT_TAGS,
     FrameCost,
     Plan,
     PlanMismatch,
@@ -57,6 +58,7 @@ class Splitter:
         self.worker = worker
         self.store = SegmentStore(worker.storage, worker.keys)
         self.costs = FrameCost(worker.settings.cost_factor)
+        self.reported: dict[str, int] = {}  # job → the most frames this worker reported done
 
     def applies(self, attempt: Attempt, task: Any) -> bool:
         """A stage message, or an UPSCALE job (planned: split when long or costly, else run whole)."""
@@ -79,6 +81,7 @@ class Splitter:
 
     def cleanup(self, job_id: str) -> None:
         """The job's outcome is decided (published, failed or cancelled): its segment objects go."""
+        self.reported.pop(job_id, None)
         plan = self.store.plan(job_id)
         if plan is not None:
             self.store.remove_segments(plan)
@@ -168,13 +171,15 @@ class Splitter:
             frames = FrameRange(*plan.ranges[index])
             log.info("segment %d of %d: frames %d-%d", index + 1, len(plan.ranges), frames.start,
                      frames.stop - 1)  # fmt: skip
-            context = _job_progress(context, finished, plan)
+            context = self._job_progress(context, finished, plan)
             last = index == len(plan.ranges) - 1
             result = task.run_segment(source, pinned, context, frames, last=last, encoder=encoder)
             self._observe(result, pinned)
             attempt.check()
             key = store.segment_key(attempt.job_id, index)
-            stored = self.worker.storage.publish(result.output, key, attempt.job_id)
+            stored = self.worker.storage.publish(
+                result.output, key, attempt.job_id, content_type="video/mp2t", tags=SEGMENT_TAGS
+            )
             store.mark(attempt.job_id, index, _marker(result, stored.size, stored.sha256))
             log.info("segment %d of %d done (%d frames)", index + 1, len(plan.ranges), result.frame_count)
             if self.worker.state.cancel_requested(attempt.job_id):  # cancelled meanwhile: no merge
@@ -200,6 +205,23 @@ class Splitter:
         except Exception as error:
             raise PlanUnsupported(f"the plan's settings are not valid here: {error}") from None
         return pinned, encoder
+
+    def _job_progress(
+        self, context: TaskContext, finished: dict[int, dict[str, Any]], plan: Plan
+    ) -> TaskContext:
+        """The segment's progress as the job's: frames of the finished segments plus this one's, of all;
+        never below what this worker last reported for the job (another segment's figure may be ahead)."""
+        base = sum(int(marker.get("frames", 0)) for marker in finished.values())
+        job_id = plan.job_id
+
+        def progress(update: Progress) -> None:
+            done = max(min(base + update.done, plan.frames), self.reported.get(job_id, 0))
+            self.reported[job_id] = done
+            if len(self.reported) > 1000:  # jobs another worker finished: forget the oldest
+                del self.reported[next(iter(self.reported))]
+            context.progress(Progress(done, plan.frames))
+
+        return dataclasses.replace(context, progress=progress)
 
     def _observe(self, result: TaskResult, params: UpscaleParams) -> None:
         pixels = result.width * result.height // params.scale_factor**2
@@ -269,16 +291,6 @@ class Splitter:
         self.store.forget(attempt.job_id, index)
         self._send_segment(attempt, index)
         return None
-
-
-def _job_progress(context: TaskContext, finished: dict[int, dict[str, Any]], plan: Plan) -> TaskContext:
-    """The segment's progress as the job's: frames of the finished segments plus this one's, of all."""
-    base = sum(int(marker.get("frames", 0)) for marker in finished.values())
-
-    def progress(update: Progress) -> None:
-        context.progress(Progress(min(base + update.done, plan.frames), plan.frames))
-
-    return dataclasses.replace(context, progress=progress)
 
 
 def _marker(result: TaskResult, size: int, sha256: str) -> dict[str, Any]:

@@ -14,11 +14,12 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlencode
 
 from boto3.exceptions import RetriesExceededError, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
@@ -167,8 +168,12 @@ class Storage:
 
     # ------------------------------------------------------------------ publication
 
-    def publish(self, path: Path, key: str, job_id: str, *, abort: Abort = _never) -> Stored:
-        """Upload ``path`` to ``key`` only if nothing is there (``If-None-Match: *``), stamped.
+    def publish(
+        self, path: Path, key: str, job_id: str, *, abort: Abort = _never, content_type: str = "video/mp4",
+        tags: Mapping[str, str] | None = None,
+    ) -> Stored:  # fmt: skip
+        """Upload ``path`` to ``key`` only if nothing is there (``If-None-Match: *``), stamped
+        (and tagged with ``tags``, for the bucket's lifecycle rules).
 
         A key already holding this job's stamped output is adopted as it is
         (an earlier run, or a retried request whose first try had landed);
@@ -176,8 +181,11 @@ class Storage:
         """
         digest = sha256_file(path)
         size = path.stat().st_size
-        metadata = {JOB_STAMP: job_id, SHA_STAMP: digest}
-        if not self._put_once(path, key, metadata, size, abort):
+        stamps = {JOB_STAMP: job_id, SHA_STAMP: digest}
+        headers: dict[str, Any] = {"Metadata": stamps, "ContentType": content_type}
+        if tags:
+            headers["Tagging"] = urlencode(tags)
+        if not self._put_once(path, key, headers, size, abort):
             found = self.stamp(key)
             if found is None or found.job_id != job_id:
                 owner = "no job" if found is None or found.job_id is None else f"job {found.job_id!r}"
@@ -201,36 +209,33 @@ class Storage:
         meta = {name.lower(): value for name, value in head.get("Metadata", {}).items()}
         return Stored(key, int(head["ContentLength"]), meta.get(SHA_STAMP, ""), meta.get(JOB_STAMP))
 
-    def _put_once(self, path: Path, key: str, metadata: dict[str, str], size: int, abort: Abort) -> bool:
-        """Write ``path`` to ``key`` unless an object is there; False when one was."""
+    def _put_once(self, path: Path, key: str, headers: dict[str, Any], size: int, abort: Abort) -> bool:
+        """Write ``path`` to ``key`` (with ``headers``: metadata, type, tags) unless an object is there;
+        False when one was."""
         try:
             with _s3_errors(f"upload to s3://{self.bucket}/{key}"):
                 if size < self.multipart_threshold:
                     with path.open("rb") as body:
                         self.client.put_object(
-                            Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*", Metadata=metadata,
-                            ContentType="video/mp4", ChecksumAlgorithm="SHA256",
+                            Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*",
+                            ChecksumAlgorithm="SHA256", **headers,
                         )  # fmt: skip
                 else:
-                    self._multipart_once(path, key, metadata, abort)
+                    self._multipart_once(path, key, headers, abort)
         except StorageUnavailable as error:
             if isinstance(error.__cause__, ClientError) and _code(error.__cause__) in EXISTS:
                 return False
             raise
         return True
 
-    def _multipart_once(self, path: Path, key: str, metadata: dict[str, str], abort: Abort) -> None:
+    def _multipart_once(self, path: Path, key: str, headers: dict[str, Any], abort: Abort) -> None:
         """CreateMultipartUpload / UploadPart / CompleteMultipartUpload with ``If-None-Match``.
 
         (boto3's managed transfer cannot pass the condition.) A failed or
         aborted upload is aborted on S3 too, so no parts linger.
         """
         upload = self.client.create_multipart_upload(
-            Bucket=self.bucket,
-            Key=key,
-            Metadata=metadata,
-            ContentType="video/mp4",
-            ChecksumAlgorithm="SHA256",
+            Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **headers
         )["UploadId"]
         try:
             with path.open("rb") as stream:
