@@ -55,6 +55,7 @@ bench: setup $(VENV)/.bench-installed
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.captions
 	$(PY) -m bench.models
+	$(PY) -m bench.scaleout
 
 # The chaos soak (docs/reliability.md): 3 workers killed at random, S3 and callback faults, hostile
 # and duplicate messages; one summary line. Replay a run: make soak SOAK_ARGS="--seed N".
