@@ -144,6 +144,21 @@ def test_small_upload_is_single_part_with_checksum(
     assert head["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+@pytest.mark.parametrize("size", [1000, 12 * MiB], ids=["single", "multipart"])
+def test_a_segment_is_published_tagged_for_the_lifecycle_rule(
+    storage: Storage, s3: Any, bucket: str, tmp_path: Path, size: int
+) -> None:
+    path = tmp_path / "segment.ts"
+    path.write_bytes(os.urandom(size))
+    key = "jobs/j1/segments/00000.ts"
+    storage.publish(path, key, "j1", content_type="video/mp2t", tags={"vidworker": "segment"})
+    assert s3.get_object_tagging(Bucket=bucket, Key=key)["TagSet"] == [
+        {"Key": "vidworker", "Value": "segment"}
+    ]
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["ContentType"] == "video/mp2t" and head["Metadata"]["vidworker-job-id"] == "j1"
+
+
 def test_a_state_object_is_written_once(storage: Storage) -> None:
     key = "jobs/j1/result.json"
     assert storage.get_json(key) is None
