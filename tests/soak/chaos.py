@@ -19,7 +19,9 @@ and the queues are empty (or the deadline), stops everything and checks:
 * ``orphan_processes``: live ffmpeg/ffprobe processes naming that directory;
 * ``record_mismatch``: a COMPLETED job whose record (``jobs/{jobId}/result.json``,
   else the one beside the output) disagrees with the stored output (size, SHA-256);
-* ``replaced_sources``: a source, cover or scenario with more than one version.
+* ``replaced_sources``: a source, cover or scenario with more than one version;
+* ``leftover_segments``: a segment object (``jobs/{jobId}/segments/*.ts``) of a split job
+  whose outcome is decided (every segment goes with the outcome, whatever it is).
 
 It prints the seed and the kill rhythm first, details, then one ``soak:`` summary
 line, and exits 1 when an invariant above is broken or jobs were still queued at
@@ -61,7 +63,7 @@ SOURCE_PREFIXES = ("uploads/", "covers/", "scenarios/")
 MAX_RECEIVES = 3
 ZEROS = (
     "lost", "replaced_outputs", "conflicting_terminal", "leaked_tmp", "orphan_processes",
-    "record_mismatch", "replaced_sources",
+    "record_mismatch", "replaced_sources", "leftover_segments",
 )  # fmt: skip
 
 
@@ -472,6 +474,12 @@ class Soak:
                 )
         counts["unexpected"] = len(unexpected)
         self._untracked(plan, terminals, details)
+
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.aws.bucket, Prefix="jobs/")
+        segments = [item["Key"] for page in pages for item in page.get("Contents", [])
+                    if item["Key"].endswith(".ts") and item["Key"].split("/")[1] in final]  # fmt: skip
+        counts["leftover_segments"] = len(segments)
+        details += [f"  leftover segment {key}" for key in segments[:20]]
 
         leaked = (
             sorted(str(path.relative_to(self.tmp)) for path in self.tmp.rglob("*"))
