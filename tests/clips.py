@@ -54,6 +54,11 @@ RECIPES: dict[str, list[str]] = {
     "split3": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=3", "-f", "lavfi", "-i",
                "sine=frequency=440:duration=3", "-c:v", "libx264", "-g", "12", "-bf", "2",
                "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"],
+    # the split acceptance test: 60 s with audio at 6/s; the scroll moves every frame 4 px across and 2 down,
+    # so neighbouring frames are 10-12 dB of PSNR apart (a frame shifted at a cut cannot pass for its own)
+    "split60": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=6:d=60,scroll=h=0.07:v=0.05", "-f", "lavfi", "-i",
+                "sine=frequency=440:duration=60", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                "-shortest"],
     "clip60": ["-f", "lavfi", "-i", "testsrc2=s=64x36:r=10:d=60", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
     # 28 of 40 frames kept at irregular times; Matroska claims 10/s (DefaultDuration) and counts nothing.
     # The noise makes the frames, not the header, the bulk of the file (vfr_mkv_cut cuts it in half).
