@@ -201,11 +201,6 @@ class SegmentStore:
                     found[int(name[:5])] = marker
         return found
 
-    def unfinished(self, plan: Plan) -> list[int]:
-        """Indices of the plan's segments without a marker, in order."""
-        done = self.finished(plan.job_id)
-        return [index for index in range(len(plan.ranges)) if index not in done]
-
     def forget(self, job_id: str, index: int) -> None:
         """Segment ``index`` is bad: its marker and object go, so that it is redone."""
         self.storage.delete(self.marker_key(job_id, index))

@@ -14,6 +14,7 @@ dead-letter watcher and the failure policy are the job's.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,25 +129,32 @@ class Splitter:
 
     def _enqueue(self, attempt: Attempt, plan: Plan) -> None:
         """One message per unfinished segment (each its own FIFO group); or the merge when none is left."""
-        left = self.store.unfinished(plan)
+        markers = self.store.finished(plan.job_id)
+        left = [index for index in range(len(plan.ranges)) if index not in markers]
         for index in left:
             self._send_segment(attempt, index)
         if not left:
-            self._enqueue_merge(attempt)
+            self._enqueue_merge(attempt, markers)
         log.info("split into %d segments; %d to do", len(plan.ranges), len(left))
 
-    def _send_segment(self, attempt: Attempt, index: int) -> None:
-        """Segment ``index``'s message; on FIFO its own group (segments run side by side)."""
+    def _send_segment(self, attempt: Attempt, index: int, redo: str = "") -> None:
+        """Segment ``index``'s message; on FIFO its own group (segments run side by side), deduplicated
+        by job, segment and lifetime (``redo``: what was wrong with the segment it replaces)."""
         received = attempt.received
-        group = f"{attempt.job_id}-s{index}"
+        group = _fifo_id(attempt.job_id, f"s{index}")
         body = stage_body(received.body, "segment", index)
-        self.worker.consumer.send(received.queue_url, body, group=group, dedup=f"{group}-{received.lifetime}")
+        dedup = _fifo_id(attempt.job_id, f"s{index}", str(received.lifetime), redo)
+        self.worker.consumer.send(received.queue_url, body, group=group, dedup=dedup)
 
-    def _enqueue_merge(self, attempt: Attempt) -> None:
+    def _enqueue_merge(self, attempt: Attempt, markers: dict[int, dict[str, Any]]) -> None:
+        """The merge's message, deduplicated by job, lifetime and the segments it will join."""
         received = attempt.received
-        group = f"{attempt.job_id}-merge"
+        joined = hashlib.sha256("".join(str(markers[i].get("sha256")) for i in sorted(markers)).encode())
+        dedup = _fifo_id(attempt.job_id, "merge", str(received.lifetime), joined.hexdigest()[:16])
         body = stage_body(received.body, "merge")
-        self.worker.consumer.send(received.queue_url, body, group=group, dedup=f"{group}-{received.lifetime}")
+        self.worker.consumer.send(
+            received.queue_url, body, group=_fifo_id(attempt.job_id, "merge"), dedup=dedup
+        )
         log.info("every segment is done; merge enqueued")
 
     def _plan_of(self, attempt: Attempt, source: Path) -> Plan:
@@ -187,8 +195,9 @@ class Splitter:
             if self.worker.state.terminal(attempt.job_id, attempt.lifetime) is not None:
                 store.storage.delete(key)  # failed meanwhile; whoever decided it removed the others
                 return
-        if not store.unfinished(plan):
-            self._enqueue_merge(attempt)
+        markers = store.finished(attempt.job_id)
+        if len(markers) == len(plan.ranges):
+            self._enqueue_merge(attempt, markers)
 
     def _pinned(
         self, task: UpscaleTask, params: UpscaleParams, plan: Plan, context: TaskContext
@@ -289,8 +298,15 @@ class Splitter:
             return path
         log.error("merge: segment %d %s; redoing it", index, problem)
         self.store.forget(attempt.job_id, index)
-        self._send_segment(attempt, index)
+        self._send_segment(attempt, index, redo=str(marker.get("sha256"))[:16])
         return None
+
+
+def _fifo_id(*parts: str) -> str:
+    """A FIFO group or deduplication id from ``parts`` (ids are letters, digits, ``-_.``); hashed when
+    it would pass SQS's 128 characters."""
+    joined = "-".join(part for part in parts if part)
+    return joined if len(joined) <= 128 else hashlib.sha256(joined.encode()).hexdigest()
 
 
 def _marker(result: TaskResult, size: int, sha256: str) -> dict[str, Any]:

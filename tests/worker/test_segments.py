@@ -105,11 +105,11 @@ def test_an_unknown_schema_waits_for_a_worker_that_knows_it(store: SegmentStore)
 
 def test_markers_say_what_is_left_and_segments_are_removed(store: SegmentStore) -> None:
     held = store.propose(plan())
-    assert store.unfinished(held) == [0, 1, 2]
+    assert store.finished("j1") == {}
     store.storage.client.put_object(Bucket=store.storage.bucket, Key=store.segment_key("j1", 1), Body=b"ts")
     store.mark("j1", 1, {"frames": 300, "size": 2, "sha256": "x"})
     store.mark("j1", 1, {"frames": 1, "size": 1, "sha256": "y"})  # a second run's marker is dropped
-    assert store.unfinished(held) == [0, 2]
+    assert set(store.finished("j1")) == {1}
     assert store.finished("j1") == {1: {"frames": 300, "size": 2, "sha256": "x", "index": 1}}
     store.remove_segments(held)
     assert store.storage.keys("jobs/j1/segments/") == [
@@ -117,7 +117,7 @@ def test_markers_say_what_is_left_and_segments_are_removed(store: SegmentStore) 
         "jobs/j1/segments/plan.json",
     ]
     store.forget("j1", 1)  # a bad segment: redone
-    assert store.unfinished(held) == [0, 1, 2]
+    assert store.finished("j1") == {}
 
 
 def test_a_stage_message_is_the_job_plus_its_stage() -> None:
