@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -147,9 +148,10 @@ class Splitter:
         self.worker.consumer.send(received.queue_url, body, group=group, dedup=dedup)
 
     def _enqueue_merge(self, attempt: Attempt, markers: dict[int, dict[str, Any]]) -> None:
-        """The merge's message, deduplicated by job, lifetime and the segments it will join."""
+        """The merge's message, deduplicated by job, lifetime and the segment runs it will join (a redone
+        segment is a new run even where its bytes are the same: the encode is deterministic)."""
         received = attempt.received
-        joined = hashlib.sha256("".join(str(markers[i].get("sha256")) for i in sorted(markers)).encode())
+        joined = hashlib.sha256("".join(str(markers[i].get("run")) for i in sorted(markers)).encode())
         dedup = _fifo_id(attempt.job_id, "merge", str(received.lifetime), joined.hexdigest()[:16])
         body = stage_body(received.body, "merge")
         self.worker.consumer.send(
@@ -311,6 +313,7 @@ def _fifo_id(*parts: str) -> str:
 
 def _marker(result: TaskResult, size: int, sha256: str) -> dict[str, Any]:
     return {
-        "frames": result.frame_count, "size": size, "sha256": sha256, "device": result.device,
-        "model": result.model, "encoder": result.encoder, "seconds": round(result.processing_seconds, 3),
+        "run": uuid.uuid4().hex, "frames": result.frame_count, "size": size, "sha256": sha256,
+        "device": result.device, "model": result.model, "encoder": result.encoder,
+        "seconds": round(result.processing_seconds, 3),
     }  # fmt: skip
