@@ -1,16 +1,19 @@
 """Long jobs in segments (issue 12), the coordination side: the plan, segment markers, stage messages.
 
-Not yet wired into the daemon's loop: this is the state the planner, the
-segment workers and the merge share, all under ``jobs/{jobId}/segments/``:
+The state the planner, the segment workers and the merge (``worker.split``)
+share, all under ``jobs/{jobId}/segments/``, and the estimate that sizes a plan
+(:func:`segment_count`, :class:`FrameCost`):
 
 * ``plan.json`` — written once (``If-None-Match: *``): schema version, the
   source it was made from (bucket, key, ETag), frame ranges in the unsplit
   pipeline's frame domain, and the pinned settings every segment must honour.
   A second planner reads the first one's plan instead of writing its own.
-* ``{index:05d}.ts`` — a finished segment (MPEG-TS, see ``media.segments``).
+* ``{index:05d}.ts`` — a finished segment (MPEG-TS, see ``media.segments``),
+  tagged :data:`SEGMENT_TAGS`; removed once the job's outcome is decided.
 * ``{index:05d}.json`` — its marker, written once after the upload: frames,
-  size and SHA-256 of the segment object. A segment with a marker is never
-  redone; the merge starts when every range has one.
+  size and SHA-256 of the segment object, and a run id. A segment with a marker
+  is never redone unless the merge finds it bad; the merge starts when every
+  range has one.
 
 A stage message is the job's own body plus ``"vidworker": {"stage":
 "segment", "index": i}`` (or ``{"stage": "merge"}``), so everything that

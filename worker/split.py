@@ -1,14 +1,17 @@
 """Split jobs, the worker's steps (issue 12): plan, upscale one segment, merge.
 
-A job message whose source is longer than 1.5 x ``WORKER_SEGMENT_SECONDS``
-(0: never split) is planned (``worker.segments``): one message per unfinished
-segment goes to the job's queue and the job's own message is settled. A
-segment message upscales its frame range into a segment object and marks it;
-the worker that marks the last one enqueues the merge. The merge joins the
-segments by stream copy with the source's audio, and the daemon publishes the
-result as for any job, then the segment objects are removed. Every message is
-a copy of the job's, so heartbeats, deadlines, the terminal marker, the
-dead-letter watcher and the failure policy are the job's.
+Every UPSCALE job message is planned first (``worker.segments``): when its
+source is longer than 1.5 x ``WORKER_SEGMENT_SECONDS`` or its estimated compute
+would not fit half of ``WORKER_JOB_TIMEOUT``, the plan is written once, one
+message per unfinished segment goes to the job's queue and the job's own
+message is settled; otherwise the job runs whole. A segment message upscales
+its frame range into a segment object and marks it; the worker that marks the
+last one enqueues the merge. The merge checks every segment (a bad one is
+redone), joins them by stream copy with the source's audio, and the daemon
+publishes the result as for any job; once the outcome is decided, whatever it
+is, the segment objects are removed. Every message is a copy of the job's, so
+heartbeats, deadlines, the terminal marker, the dead-letter watcher and the
+failure policy are the job's.
 """
 
 from __future__ import annotations
@@ -300,7 +303,7 @@ class Splitter:
             return path
         log.error("merge: segment %d %s; redoing it", index, problem)
         self.store.forget(attempt.job_id, index)
-        self._send_segment(attempt, index, redo=str(marker.get("sha256"))[:16])
+        self._send_segment(attempt, index, redo=str(marker.get("run") or marker.get("sha256"))[:16])
         return None
 
 
