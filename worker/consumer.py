@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = "vidworker-attempts"
 LIFETIME = "vidworker-lifetime"
+REDRIVE_WAIT = 10
+"""Seconds ``redrive`` long-polls for its first message: a dead-letter watcher holds what it scans
+until the scan ends (a few seconds), then makes it visible again."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,8 @@ class Consumer:
             return 0
         moved = 0
         while limit is None or moved < limit:
-            received = self.receive_from(name, policy[1], wait=0, visibility=60)
+            # the first receive waits a little: a dead-letter watcher may be holding the messages for its scan
+            received = self.receive_from(name, policy[1], wait=0 if moved else REDRIVE_WAIT, visibility=60)
             if received is None:
                 break
             self.send_copy(received, url, attempts=0, lifetime=received.lifetime + 1)

@@ -20,6 +20,7 @@ from tasks import (
     UpscaleParams,
     UpscaleTask,
 )
+from tests.conftest import Clips
 from worker.consumer import ATTEMPTS, Consumer
 from worker.daemon import EXIT_DEVICE_LOST, Worker
 from worker.embedded import EmbeddedAWS
@@ -143,7 +144,10 @@ class Recording(UpscaleTask):
         raise InvalidParameters("recorded")
 
 
-def test_a_job_that_names_no_model_gets_its_tiers_default(aws: EmbeddedAWS, tmp_path: Path) -> None:
+def test_a_job_that_names_no_model_gets_its_tiers_default(
+    aws: EmbeddedAWS, tmp_path: Path, clips: Clips
+) -> None:
+    aws.client("s3").upload_file(str(clips("clip6")), aws.bucket, "uploads/a.mp4")  # probed by the planner
     task = Recording()
     tiers = {"gpu": "realesrgan-x4plus", "cpu": "realesr-general-x4v3"}
     worker = worker_for(aws, tmp_path, RuntimeError(), task=task, default_models=tiers)
