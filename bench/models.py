@@ -28,7 +28,7 @@ from models.device import tune_cpu
 from models.weights import sha256_of
 from tests.models.rrdb_weights import write_rrdbnet
 
-TIMED = ("realesr-animevideov3", "realesr-general-x4v3", "realesrgan-x4plus")
+TIMED = ("realesr-animevideov3", "realesr-general-x4v3", "realesrgan-x4plus", "realesrgan-x2plus")
 
 
 def write_srvgg(path: Path, num_conv: int, seed: int = 0) -> None:
@@ -45,10 +45,11 @@ def write_srvgg(path: Path, num_conv: int, seed: int = 0) -> None:
 
 
 def random_store(folder: Path) -> WeightStore:
-    """A mirror with random general-x4v3 and x4plus weights, and a SHA256SUMS that accepts them."""
+    """A mirror with random general-x4v3, x4plus and x2plus weights, and a SHA256SUMS that accepts them."""
     write_srvgg(folder / "realesr-general-x4v3.pth", num_conv=32)
     write_rrdbnet(folder / "RealESRGAN_x4plus.pth", scale=4, seed=1)
-    names = ("realesr-general-x4v3.pth", "RealESRGAN_x4plus.pth")
+    write_rrdbnet(folder / "RealESRGAN_x2plus.pth", scale=2, seed=2)
+    names = ("realesr-general-x4v3.pth", "RealESRGAN_x4plus.pth", "RealESRGAN_x2plus.pth")
     (folder / "SHA256SUMS").write_text("".join(f"{sha256_of(folder / n)}  {n}\n" for n in names))
     return WeightStore(folder / "empty", folder, allow_download=False)
 
@@ -65,8 +66,10 @@ def main() -> None:
         stores = {"realesr-animevideov3": store_from_env(allow_download=False)}
         random = random_store(Path(folder))
         engines = {
-            name: Upscaler.create(UpscalerConfig(model=name, scale=4, device="cpu", tile=0),
-                                  stores.get(name, random))
+            name: Upscaler.create(
+                UpscalerConfig(model=name, scale=MODELS.get(name).scale, device="cpu", tile=0),
+                stores.get(name, random),
+            )
             for name in TIMED
         }  # fmt: skip
         times: dict[str, list[float]] = {name: [] for name in TIMED}
@@ -77,13 +80,16 @@ def main() -> None:
                 times[name].append(time.perf_counter() - started)
     flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0]  # noqa: SIM115
     box = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "baseline x86-64"
-    print(f"box: {torch.get_num_threads()} threads, {box}; frame {width}x{height}, x4, fp32, whole frame")
+    threads = torch.get_num_threads()
+    print(f"box: {threads} threads, {box}; frame {width}x{height}, native scale, fp32, whole frame")
     for name in TIMED:
         median = statistics.median(times[name])
         minute = median * (640 * 480) / (width * height) * 30 * 60
         hours = f"{minute / 3600:.1f}"
         arch = MODELS.get(name).arch
-        print(f"model_cost: {name} ({arch}) s_per_frame={median:.2f} one_minute_640x480_30fps_h={hours}")
+        per_megapixel = median / (width * height / 1e6)
+        print(f"model_cost: {name} ({arch}, x{MODELS.get(name).scale}) s_per_frame={median:.2f} "
+              f"s_per_input_megapixel={per_megapixel:.1f} one_minute_640x480_30fps_h={hours}")  # fmt: skip
 
 
 if __name__ == "__main__":
