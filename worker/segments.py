@@ -103,15 +103,16 @@ class FrameCost:
 
     def __init__(self, factor: float = 1.0) -> None:
         self.factor = factor
-        self.measured: dict[tuple[str, str], float] = {}
         self._runs: dict[tuple[str, str], tuple[float, float]] = {}  # seconds, frame-megapixels
 
     def seconds_per_frame(self, model: str, device: str, pixels: int) -> float:
         """The estimated compute of one ``pixels``-pixel source frame (decode, inference, encode)."""
         if self.factor == 0:
             return 0.0
-        per_megapixel = self.measured.get((model, device))
-        if per_megapixel is None:
+        measured = self._runs.get((model, device))
+        if measured is not None:
+            per_megapixel = measured[0] / measured[1]
+        else:
             per_megapixel = MODELS.get(model).cpu_cost * self.factor if device == "cpu" else 0.0
         return per_megapixel * pixels / 1e6
 
@@ -124,7 +125,6 @@ class FrameCost:
         total_seconds, megapixels = self._runs.get(key, (0.0, 0.0))
         total_seconds, megapixels = total_seconds + seconds, megapixels + frames * pixels / 1e6
         self._runs[key] = (total_seconds, megapixels)
-        self.measured[key] = total_seconds / megapixels
 
 
 @dataclass(frozen=True)
