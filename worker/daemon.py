@@ -214,7 +214,8 @@ class Worker:
                     self._delete(attempt)
                     return
                 self._complete(attempt, record)
-            self.settle("remove segments", lambda: self.splitter.cleanup(attempt.job_id))
+            if attempt.job.stage is not None:  # a merge completed: a job run whole never had segments
+                self.settle("remove segments", lambda: self.splitter.cleanup(attempt.job_id))
         except Exception as error:
             self._fail(attempt, error)
         finally:
