@@ -46,6 +46,7 @@ __all__ = [
     "check_continuous",
     "concat",
     "frame_stamps",
+    "read_segment",
     "segment_options",
     "segment_writer",
     "split",
@@ -171,18 +172,22 @@ def _read_segments(segments: Sequence[Path], tools: Tools) -> list[Output]:
     non-empty MPEG-TS files of one codec and size."""
     if not segments:
         raise SegmentMismatch("no segments to join")
-    found = []
-    for path in segments:
-        demuxer = _sniff(path)
-        if demuxer != SEGMENT_CONTAINER.demuxer:
-            raise SegmentMismatch(f"segment {path.name} is {demuxer}, not {SEGMENT_CONTAINER.muxer}")
-        found.append(count_frames(path, tools, SEGMENT_CONTAINER.demuxer))
+    found = [read_segment(path, tools) for path in segments]
     kinds = {(segment.encoder, segment.width, segment.height) for segment in found}
     if len(kinds) > 1 or min(segment.frames for segment in found) < 1:
         raise SegmentMismatch(
             f"segments differ or are empty: {[(s.path.name, s.frames) for s in found]} {kinds}"
         )
     return found
+
+
+def read_segment(path: Path, tools: Tools) -> Output:
+    """What segment ``path`` holds (frames, codec, size), demuxed; :class:`SegmentMismatch` unless it
+    is MPEG-TS."""
+    demuxer = _sniff(path)
+    if demuxer != SEGMENT_CONTAINER.demuxer:
+        raise SegmentMismatch(f"segment {path.name} is {demuxer}, not {SEGMENT_CONTAINER.muxer}")
+    return count_frames(path, tools, SEGMENT_CONTAINER.demuxer)
 
 
 def _sniff(path: Path) -> str:

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from errors import ErrorCode
 from media import Encoder, FrameRange, MediaError, MediaInfo, choose_encoder, concat, probe, split
-from media.segments import SEGMENT_CONTAINER
-from media.writer import ENCODERS, count_frames
+from media.segments import read_segment
+from media.writer import ENCODERS
 from models.device import select_device
 from tasks import Cancelled, Progress, TaskContext, TaskResult, UpscaleParams, UpscaleTask
 from worker.attempt import Attempt
@@ -294,7 +294,7 @@ class Splitter:
             problem = "is not the object its marker describes"
         else:
             try:
-                frames = count_frames(path, context.resources.tools, SEGMENT_CONTAINER.demuxer).frames
+                frames = read_segment(path, context.resources.tools).frames
             except MediaError as error:
                 frames, problem = 0, f"does not read back ({error})"
             if problem is None and (frames != marker["frames"] or (not last and frames != stop - start)):
