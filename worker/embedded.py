@@ -25,6 +25,14 @@ CREDENTIALS = {
 }
 
 
+def serve(handler: type[BaseHTTPRequestHandler], name: str) -> ThreadingHTTPServer:
+    """``handler`` on a free loopback port, served by a daemon thread (one more per request)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+    return server
+
+
 class EmbeddedAWS:
     """moto's threaded server on 127.0.0.1 (a real HTTP endpoint other processes can use).
 
@@ -140,10 +148,8 @@ class CallbackReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve(Handler, "callbacks")
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/jobs/callback"
-        threading.Thread(target=self.server.serve_forever, name="callbacks", daemon=True).start()
 
     def wait_for(self, predicate: Callable[[Received], bool], timeout: float) -> Received | None:
         """The first callback matching ``predicate``, waiting up to ``timeout`` seconds."""

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tests.worker.harness import answer, relay
+from worker.embedded import serve
 
 S3_FAULTS = (
     (503, "SlowDown", "Please reduce your request rate."),
@@ -66,11 +67,9 @@ class ChaosProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve(Handler, "chaos-proxy")
         quiet(self.server)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, name="chaos-proxy", daemon=True).start()
 
     def _fault(self, method: str, path: str) -> tuple[int, str, str] | None:
         service = "sqs" if path.split("?", 1)[0] == "/" else "s3"

@@ -13,13 +13,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from tests.conftest import ROOT, mirror_dir
-from worker.embedded import CallbackReceiver, EmbeddedAWS
+from worker.embedded import CallbackReceiver, EmbeddedAWS, serve
 
 Rule = Callable[[str, str], bool]
 """``(method, path) -> bool``: whether the proxy should answer this request with a 503."""
@@ -114,10 +114,8 @@ class FaultProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve(Handler, "fault-proxy")
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def fail(self, rule: Rule, budget: int) -> None:
         self.rule, self.budget, self.failed = rule, budget, 0

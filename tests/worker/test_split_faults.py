@@ -16,7 +16,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +25,7 @@ import pytest
 from tests.clips import FFMPEG, ffprobe, stream
 from tests.conftest import Clips
 from tests.worker.harness import Stack, WorkerProcess, relay, wait_until
+from worker.embedded import serve
 from worker.segments import stage_body
 
 pytestmark = pytest.mark.slow
@@ -145,10 +146,8 @@ class SqsWitness:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve(Handler, "sqs-witness")
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stages(self, stage: str, index: int | None = None) -> list[Sent]:
         return [
