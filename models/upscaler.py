@@ -24,6 +24,8 @@ from models.device import (
 from models.errors import DeviceError, InferenceFailed, OutOfMemory, UnsupportedScale
 from models.loader import load_descriptor
 from models.registry import DEFAULT_MODEL, MODELS, ModelSpec
+from models.reuse import ReuseState, same_window
+from models.runtime import Runtime, TorchRuntime, choose_runtime, default_cache
 from models.tiling import TilePlan, Window, feather_weights, plan_tiles
 from models.weights import WeightStore
 
@@ -43,7 +45,8 @@ class UpscalerConfig:
     """What to run and how. ``None`` fields take the device's defaults.
 
     ``tile`` is the core size of a tile in input pixels (0: whole frame), ``pad``
-    the overlap on each side, ``batch_size`` the windows per network call.
+    the overlap on each side, ``batch_size`` the windows per network call,
+    ``runtime`` what executes the network (:mod:`models.runtime`).
     """
 
     model: str = DEFAULT_MODEL
@@ -54,6 +57,7 @@ class UpscalerConfig:
     batch_size: int | None = None
     half: bool | None = None
     threads: int | None = None
+    runtime: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class UpscalerInfo:
     pad: int
     batch_size: int
     blend: str
+    runtime: str = "torch"
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -86,16 +91,20 @@ class Upscaler:
     Every input frame yields exactly one output frame or the call raises
     (:class:`OutOfMemory` at the smallest tile, :class:`DeviceError` on a CUDA /
     cuDNN / cuBLAS / driver fault, :class:`InferenceFailed` on NaN output, any
-    other exception untouched); nothing is skipped or reused. After a
+    other exception untouched); nothing is skipped. With a ``reuse`` state a
+    window whose input equals the previous frame's takes that frame's output
+    (:mod:`models.reuse`: byte-identical to computing it). After a
     :class:`DeviceError` the engine must be dropped, not called again.
 
     One engine serves many jobs (it is cached), so it keeps no job's state: the
-    run-time warnings of a call go to the ``warnings`` list the caller passes.
+    run-time warnings of a call go to the ``warnings`` list the caller passes,
+    the previous frame to its ``reuse`` state.
     A tile shrunk after out-of-memory stays shrunk for later calls (the device
     did not gain memory); only the call that shrank it is warned.
 
-    The network sees float tensors ``(B, 3, h, w)`` in 0-1, channels-last, on
-    ``device`` in fp16 (CUDA) or fp32, under ``torch.inference_mode()``.
+    The network sees float tensors ``(B, 3, h, w)`` in 0-1 on ``device`` in
+    fp16 (CUDA) or fp32, under ``torch.inference_mode()``, through ``runtime``
+    (:mod:`models.runtime`); every call's ``B`` is ``batch_size``.
     """
 
     def __init__(
@@ -110,11 +119,13 @@ class Upscaler:
         tile: int,
         pad: int,
         batch_size: int,
+        runtime: Runtime | None = None,
         warnings: Sequence[str] = (),
     ) -> None:
         check_scale(spec, scale)
         self.spec = spec
         self.network = network
+        self.runtime: Runtime = runtime or TorchRuntime(network)
         self.device = device
         self.dtype = dtype
         self.scale = scale
@@ -146,6 +157,11 @@ class Upscaler:
             dtype, warning = _choose_half(model, device)
             warnings.extend(warning)
         model = model.to(dtype=dtype)
+        key = f"{spec.name}-{weights.sha256[:16]}"
+        runtime, runtime_warnings = choose_runtime(
+            config.runtime, model, device, key=key, cache=default_cache(), threads=config.threads
+        )
+        warnings.extend(runtime_warnings)
         pad = config.pad if config.pad is not None else max(defaults.pad, spec.reach or FEATHER_PAD)
         return cls(
             spec,
@@ -157,6 +173,7 @@ class Upscaler:
             tile=defaults.tile if config.tile is None else config.tile,
             pad=pad,
             batch_size=config.batch_size or defaults.batch_size,
+            runtime=runtime,
             warnings=warnings,
         )
 
@@ -172,25 +189,35 @@ class Upscaler:
             pad=self.pad,
             batch_size=self.batch_size,
             blend="crop" if self._crop else "feather",
+            runtime=self.runtime.name,
             warnings=self._load_warnings,
         )
 
-    def __call__(self, frames: np.ndarray, warnings: list[str] | None = None) -> np.ndarray:
-        """Upscale ``frames``; this call's run-time warnings are appended to ``warnings``."""
+    @property
+    def frames_per_call(self) -> int:
+        """Frames to hand one call so that every network call and request in flight has work."""
+        return self.batch_size * self.runtime.in_flight
+
+    def __call__(
+        self, frames: np.ndarray, warnings: list[str] | None = None, reuse: ReuseState | None = None
+    ) -> np.ndarray:
+        """Upscale ``frames``; run-time warnings go to ``warnings``; ``reuse`` carries the previous frame."""
         single = frames.ndim == 3
         batch = frames[None] if single else frames
         if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
             raise ValueError(f"expected uint8 (N,H,W,3) or (H,W,3) frames, got {frames.dtype} {frames.shape}")
         if batch.shape[0] == 0:
             raise ValueError("no frames given")
-        result = self._upscale_with_retry(batch, [] if warnings is None else warnings)
+        result = self._upscale_with_retry(batch, [] if warnings is None else warnings, reuse)
         return result[0] if single else result
 
-    def _upscale_with_retry(self, frames: np.ndarray, warnings: list[str]) -> np.ndarray:
+    def _upscale_with_retry(
+        self, frames: np.ndarray, warnings: list[str], reuse: ReuseState | None
+    ) -> np.ndarray:
         """Run the batch; on out-of-memory shrink the tile and run the same batch again."""
         while True:
             try:
-                return self._upscale(frames)
+                return self._upscale(frames, reuse)
             except Exception as exc:
                 if is_out_of_memory(exc):
                     self._shrink_tile(frames.shape[1], frames.shape[2], exc, warnings)
@@ -212,52 +239,92 @@ class Upscaler:
         self.tile = smaller[0]
         self.oom_retries += 1
 
-    def _upscale(self, frames: np.ndarray) -> np.ndarray:
+    def _upscale(self, frames: np.ndarray, reuse: ReuseState | None) -> np.ndarray:
         with torch.inference_mode():
             pixels = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)
             # (N,H,W,3) viewed as (N,3,H,W) is already channels-last: no copy.
             x = pixels.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
             plan = plan_tiles(x.shape[2], x.shape[3], self.tile, self.pad)
-            canvas = self._assemble(x, plan)
+            outputs = self._window_outputs(frames, x, plan, reuse)
+            canvas = self._assemble(outputs, plan)
             return self._to_frames(canvas, x.shape[2], x.shape[3])
 
-    def _assemble(self, x: torch.Tensor, plan: TilePlan) -> torch.Tensor:
-        """Float (N, 3, H*s, W*s) network output for the whole batch, s = model scale."""
-        count = x.shape[0]
-        if len(plan.windows) == 1:
-            parts = [self._infer(x[i : i + self.batch_size]) for i in range(0, count, self.batch_size)]
-            return parts[0] if len(parts) == 1 else torch.cat(parts)
-        s = self.spec.scale
-        canvas = torch.zeros(
-            (count, 3, plan.height * s, plan.width * s), device=self.device, dtype=torch.float32
-        ).contiguous(memory_format=torch.channels_last)
-        weights, weight_sum = (None, None) if self._crop else self._feather(plan)
-        jobs = [(index, k) for index in range(count) for k in range(len(plan.windows))]
-        for start in range(0, len(jobs), self.batch_size):
-            chunk = jobs[start : start + self.batch_size]
-            windows = torch.cat([_window_of(x, index, plan.windows[k]) for index, k in chunk])
-            for (index, k), output in zip(chunk, self._infer(windows), strict=True):
-                weight = None if weights is None else weights[k]
-                self._place(canvas[index], plan.windows[k], output, weight)
-        if weight_sum is not None:
-            canvas.div_(weight_sum)
-        return canvas
+    def _window_outputs(
+        self, frames: np.ndarray, x: torch.Tensor, plan: TilePlan, reuse: ReuseState | None
+    ) -> list[list[torch.Tensor]]:
+        """Float (3, h*s, w*s) network output per frame per window: computed, or the previous frame's."""
+        previous = None if reuse is None else reuse.previous(plan, self.tile)
+        reused: list[list[bool]] = []
+        todo: list[tuple[int, int]] = []
+        for index, frame in enumerate(frames):
+            prior = frames[index - 1] if index else (None if previous is None else previous[0])
+            same = [prior is not None and same_window(frame, prior, window) for window in plan.windows]
+            if reuse is None:
+                same = [False] * len(plan.windows)
+            reused.append(same)
+            todo.extend((index, k) for k, hit in enumerate(same) if not hit)
+            if reuse is not None:
+                reuse.count(len(same), sum(same))
+        computed = dict(zip(todo, self._run(x, plan, todo), strict=True))
+        results: list[list[torch.Tensor]] = []
+        for index, same in enumerate(reused):
+            before = results[index - 1] if index else (previous[1] if previous is not None else [])
+            results.append([before[k] if hit else computed[index, k] for k, hit in enumerate(same)])
+        if reuse is not None:
+            reuse.remember(plan, self.tile, frames[-1], results[-1])
+        return results
 
-    def _infer(self, batch: torch.Tensor) -> torch.Tensor:
-        """Network output, float32 in 0-1, for a (B, 3, h, w) batch; pads to the size multiple."""
-        height, width = batch.shape[2], batch.shape[3]
-        pad_h = -height % self._multiple
-        pad_w = -width % self._multiple
-        if pad_h or pad_w:
-            batch = F.pad(batch, (0, pad_w, 0, pad_h), mode="replicate")
-        output = self.network(batch.contiguous(memory_format=torch.channels_last))
+    def _run(self, x: torch.Tensor, plan: TilePlan, todo: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """The network over the ``(frame, window)`` items, ``batch_size`` per call, every call full.
+
+        A partial last batch is padded with copies of its last window (and the
+        extra outputs dropped) so each call has the same shape whatever was
+        skipped: the kernels, hence the bits, do not change with reuse.
+        """
+        batches = []
+        for start in range(0, len(todo), self.batch_size):
+            items = todo[start : start + self.batch_size]
+            items += [items[-1]] * (self.batch_size - len(items))
+            batches.append(torch.cat([_window_of(x, index, plan.windows[k]) for index, k in items]))
+        outputs = [self._finish(output, plan) for output in self.runtime.map(self._fit(batches))]
+        return [window for output in outputs for window in output][: len(todo)]
+
+    def _fit(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Pad each batch on the right and bottom to the network's size multiple."""
+        if not batches:
+            return batches
+        pad_h = -batches[0].shape[2] % self._multiple
+        pad_w = -batches[0].shape[3] % self._multiple
+        if not (pad_h or pad_w):
+            return batches
+        return [F.pad(batch, (0, pad_w, 0, pad_h), mode="replicate") for batch in batches]
+
+    def _finish(self, output: torch.Tensor, plan: TilePlan) -> torch.Tensor:
+        """One call's output cropped to its windows, float32 in 0-1; NaN raises."""
         s = self.spec.scale
+        height, width = plan.window_size
         output = output[:, :, : height * s, : width * s].float().clamp_(0.0, 1.0)
         if torch.isnan(output).any():
             raise InferenceFailed(
                 f"{self.spec.name} produced NaN output on {self.device.type} ({self.dtype})"
             )
         return output
+
+    def _assemble(self, outputs: list[list[torch.Tensor]], plan: TilePlan) -> torch.Tensor:
+        """Float (N, 3, H*s, W*s) frames from their window outputs, s = model scale."""
+        if len(plan.windows) == 1:
+            return torch.stack([windows[0] for windows in outputs])
+        s = self.spec.scale
+        canvas = torch.zeros(
+            (len(outputs), 3, plan.height * s, plan.width * s), device=self.device, dtype=torch.float32
+        ).contiguous(memory_format=torch.channels_last)
+        weights, weight_sum = (None, None) if self._crop else self._feather(plan)
+        for frame, windows in zip(canvas, outputs, strict=True):
+            for k, output in enumerate(windows):
+                self._place(frame, plan.windows[k], output, None if weights is None else weights[k])
+        if weight_sum is not None:
+            canvas.div_(weight_sum)
+        return canvas
 
     def _place(
         self, frame: torch.Tensor, window: Window, output: torch.Tensor, weight: torch.Tensor | None

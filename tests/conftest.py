@@ -12,6 +12,8 @@ from models.registry import MODELS
 from tests.clips import make_clip
 
 ROOT = Path(__file__).resolve().parent.parent
+# Converted models (OpenVINO IR) for every test and the workers they start, kept between runs.
+os.environ.setdefault("WORKER_RUNTIME_CACHE", str(ROOT / ".pytest_cache" / "runtime"))
 
 
 def mirror_dir() -> Path:

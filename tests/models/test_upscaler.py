@@ -22,6 +22,7 @@ from models import (
     WeightStore,
 )
 from models.device import device_works, half_output_ok, is_device_fault, is_out_of_memory, select_device
+from models.runtime import TorchRuntime
 from models.weights import sha256_of
 from tests.models.faults import ILLEGAL_ACCESS, FaultAt, OomAbove
 from tests.models.rrdb_weights import write_rrdbnet
@@ -113,7 +114,7 @@ def test_out_of_memory_retries_the_same_frames_with_a_smaller_tile(real_store: W
     frames = _frames(2, 90, 160)
     engine = Upscaler.create(UpscalerConfig("realesr-animevideov3", 4, "cpu", tile=0), real_store)
     whole = engine(frames)
-    engine.network = OomAbove(engine.network, limit=64 + 2 * engine.pad)
+    engine.runtime = TorchRuntime(OomAbove(engine.network, limit=64 + 2 * engine.pad))
     warnings: list[str] = []
     out = engine(frames, warnings)
     # 160 (whole frame) -> 128 (windows still too big) -> 64
@@ -128,7 +129,7 @@ def test_out_of_memory_retries_the_same_frames_with_a_smaller_tile(real_store: W
 
 def test_out_of_memory_at_the_smallest_tile_raises(real_store: WeightStore) -> None:
     engine = Upscaler.create(UpscalerConfig("realesr-animevideov3", 4, "cpu", tile=0), real_store)
-    engine.network = OomAbove(engine.network, limit=8)
+    engine.runtime = TorchRuntime(OomAbove(engine.network, limit=8))
     with pytest.raises(OutOfMemory, match="smallest tile") as info:
         engine(_frames(1, 90, 160))
     assert info.value.retryable
@@ -136,8 +137,8 @@ def test_out_of_memory_at_the_smallest_tile_raises(real_store: WeightStore) -> N
 
 def test_nan_output_fails_instead_of_writing_a_frame(real_store: WeightStore) -> None:
     engine = Upscaler.create(UpscalerConfig("realesr-animevideov3", 4, "cpu"), real_store)
-    engine.network = lambda batch: torch.full(
-        (batch.shape[0], 3, batch.shape[2] * 4, batch.shape[3] * 4), float("nan")
+    engine.runtime = TorchRuntime(
+        lambda batch: torch.full((batch.shape[0], 3, batch.shape[2] * 4, batch.shape[3] * 4), float("nan"))
     )
     with pytest.raises(InferenceFailed, match="NaN"):
         engine(_frames(1, 8, 8))
@@ -147,7 +148,7 @@ def test_run_time_warnings_go_to_the_call_that_raised_them(real_store: WeightSto
     """The engine is shared by jobs: a shrunk tile stays, its warning goes to that call's list only."""
     engine = Upscaler.create(UpscalerConfig("realesr-animevideov3", 4, "cpu", tile=0), real_store)
     # the whole 160 px frame fails; 128 px tiles (at most 128 + pad across 160) fit
-    engine.network = OomAbove(engine.network, limit=128 + engine.pad)
+    engine.runtime = TorchRuntime(OomAbove(engine.network, limit=128 + engine.pad))
     first: list[str] = []
     second: list[str] = []
     engine(_frames(1, 90, 160), first)
@@ -164,7 +165,7 @@ def test_a_network_error_propagates_untouched(real_store: WeightStore) -> None:
     def broken(batch: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("shape '[1, 3, 40, 40]' is invalid for input of size 4")
 
-    engine.network = broken
+    engine.runtime = TorchRuntime(broken)
     with pytest.raises(RuntimeError, match="is invalid for input") as info:
         engine(_frames(1, 40, 40))
     assert type(info.value) is RuntimeError and engine.oom_retries == 0
@@ -182,7 +183,7 @@ def test_a_network_error_propagates_untouched(real_store: WeightStore) -> None:
 )
 def test_a_device_fault_is_a_retryable_device_error(real_store: WeightStore, error: Exception) -> None:
     engine = Upscaler.create(UpscalerConfig("realesr-animevideov3", 4, "cpu", tile=16), real_store)
-    engine.network = FaultAt(engine.network, call=2, error=error)  # mid-frame, between tiles
+    engine.runtime = TorchRuntime(FaultAt(engine.network, call=2, error=error))  # mid-frame, between tiles
     with pytest.raises(DeviceError) as info:
         engine(_frames(1, 40, 40))
     assert (info.value.code, info.value.retryable) == ("DEVICE_ERROR", True)

@@ -8,6 +8,7 @@ import torch
 
 import tasks.engines
 from models import DeviceError, DeviceLost, UpscalerConfig, WeightStore
+from models.runtime import TorchRuntime
 from tasks import EngineCache
 from tests.models.faults import ILLEGAL_ACCESS, FaultAt, OomAbove
 
@@ -28,7 +29,9 @@ def _frames(height: int = 40, width: int = 40) -> np.ndarray:
 def test_a_device_fault_drops_every_engine_on_the_device(engines: EngineCache) -> None:
     other = engines.get(OTHER)
     lease = engines.lease(CONFIG)
-    lease.engine.network = FaultAt(lease.engine.network, call=2, error=RuntimeError(ILLEGAL_ACCESS))
+    lease.engine.runtime = TorchRuntime(
+        FaultAt(lease.engine.network, call=2, error=RuntimeError(ILLEGAL_ACCESS))
+    )
     with pytest.raises(DeviceError) as info:
         lease(_frames())
     assert type(info.value) is DeviceError and info.value.retryable and ILLEGAL_ACCESS in str(info.value)
@@ -46,7 +49,9 @@ def test_a_device_that_stays_broken_is_lost(engines: EngineCache, monkeypatch: p
 
     monkeypatch.setattr(tasks.engines, "device_works", broken)
     lease = engines.lease(CONFIG)
-    lease.engine.network = FaultAt(lease.engine.network, call=1, error=RuntimeError(ILLEGAL_ACCESS))
+    lease.engine.runtime = TorchRuntime(
+        FaultAt(lease.engine.network, call=1, error=RuntimeError(ILLEGAL_ACCESS))
+    )
     with pytest.raises(DeviceLost) as info:
         lease(_frames())
     assert (info.value.code, info.value.retryable) == ("DEVICE_LOST", True)
@@ -59,7 +64,9 @@ def test_an_error_that_is_no_device_fault_keeps_the_engine(
 ) -> None:
     monkeypatch.setattr(tasks.engines, "device_works", lambda device: pytest.fail("probed"))
     lease = engines.lease(CONFIG)
-    lease.engine.network = FaultAt(lease.engine.network, call=1, error=RuntimeError("shape mismatch"))
+    lease.engine.runtime = TorchRuntime(
+        FaultAt(lease.engine.network, call=1, error=RuntimeError("shape mismatch"))
+    )
     with pytest.raises(RuntimeError, match="shape mismatch"):
         lease(_frames())
     assert engines.get(CONFIG) is lease.engine
@@ -71,7 +78,8 @@ def test_run_time_warnings_belong_to_the_job_load_time_ones_to_every_job(engines
     config = UpscalerConfig(MODEL, 4, device, tile=0)
     first = engines.lease(config)
     loaded = first.engine.info.warnings
-    first.engine.network = OomAbove(first.engine.network, limit=128 + first.engine.pad)
+    engine = first.engine
+    engine.runtime = TorchRuntime(OomAbove(engine.network, limit=128 + first.engine.pad))
     first(_frames(90, 160))
     second = engines.lease(config)
     second(_frames(90, 160))

@@ -14,6 +14,7 @@ from media import Tools, probe
 from media.errors import DecodeFailed, DecodeOverrun
 from media.reader import decode_all
 from models import DeviceError, DeviceLost, WeightStore
+from models.runtime import TorchRuntime
 from tasks import Cancelled, EngineCache, Progress, Resources, TaskContext, UpscaleTask
 from tasks.upscale import OUTPUT_NAME as OUTPUT
 from tests.clips import audio_md5, ffprobe, stream
@@ -132,9 +133,12 @@ def test_progress_every_batch_up_to_the_total(clips: Clips, work_dir: Path, reso
     result, seen = upscale(clips("audio"), work_dir, resources, scale_factor=2)
     fractions = [update.fraction for update in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert (
-        max(b - a for a, b in zip([0.0, *fractions], fractions, strict=False)) <= 0.05 + 0.1
-    )  # 1 of 10 frames
+    assert resources.engines is not None
+    step = resources.engines.lease(
+        UpscaleTask.engine_config(UpscaleTask().parse({"model": MODEL}))
+    ).frames_per_call
+    steps = [b - a for a, b in zip([0.0, *fractions], fractions, strict=False)]
+    assert max(steps) <= 0.05 + step / result.frame_count  # one engine call's frames (of 10)
     assert seen[-1].done == result.frame_count
 
 
@@ -225,7 +229,7 @@ def test_inference_raising_mid_video_fails_the_task(
             raise RuntimeError("simulated kernel fault")
         return real(x)
 
-    monkeypatch.setattr(engine, "network", flaky)
+    monkeypatch.setattr(engine, "runtime", TorchRuntime(flaky))
     with pytest.raises(Exception) as caught:
         upscale(clips("clip60"), work_dir, resources, scale_factor=4)
     assert getattr(caught.value, "code", None) == "INFERENCE_FAILED", caught.value
@@ -314,7 +318,7 @@ def test_a_device_fault_mid_video_is_retryable_and_the_next_job_gets_a_fresh_eng
     resources = Resources(store=real_store, engines=engines)
     engine = engines.get(CPU_X2)
     error = RuntimeError(ILLEGAL_ACCESS)
-    monkeypatch.setattr(engine, "network", FaultAt(engine.network, call=3, error=error))
+    monkeypatch.setattr(engine, "runtime", TorchRuntime(FaultAt(engine.network, call=3, error=error)))
     with pytest.raises(DeviceError) as caught:
         upscale(clips("clip20"), work_dir, resources, scale_factor=2)
     assert (caught.value.code, caught.value.retryable) == ("DEVICE_ERROR", True)
@@ -331,7 +335,7 @@ def test_a_device_that_stays_broken_raises_device_lost(
     resources = Resources(store=real_store, engines=engines)
     engine = engines.get(CPU_X2)
     monkeypatch.setattr(
-        engine, "network", FaultAt(engine.network, call=2, error=RuntimeError(ILLEGAL_ACCESS))
+        engine, "runtime", TorchRuntime(FaultAt(engine.network, call=2, error=RuntimeError(ILLEGAL_ACCESS)))
     )
     monkeypatch.setattr(tasks.engines, "device_works", lambda device: False)
     with pytest.raises(DeviceLost) as caught:
@@ -348,7 +352,7 @@ def test_an_out_of_memory_warning_stays_with_its_job(
     resources = Resources(store=real_store, engines=engines)
     engine = engines.get(CPU_X2)
     # 1040 px wide frames: 512 px tiles (the CPU default) run out of memory, 256 px ones fit
-    monkeypatch.setattr(engine, "network", OomAbove(engine.network, limit=256 + 2 * engine.pad))
+    monkeypatch.setattr(engine, "runtime", TorchRuntime(OomAbove(engine.network, limit=256 + 2 * engine.pad)))
     first, _ = upscale(clips("wide"), work_dir, resources, scale_factor=2)
     second_dir = work_dir / "second"
     second_dir.mkdir()
