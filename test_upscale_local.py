@@ -2,7 +2,7 @@
 """Upscale a local video with the same task the daemon runs, no AWS involved (spec §9).
 
     python test_upscale_local.py --input sample.mp4 [--output DIR] [--scale 2|4]
-        [--device cpu|gpu] [--model NAME] [--no-validation]
+        [--device cpu|gpu] [--model NAME] [--runtime auto|torch|openvino] [--no-reuse] [--no-validation]
 
 Weights come from ``WEIGHTS_DIR`` (default ``weights/``), then ``WEIGHTS_MIRROR``,
 then the official download. Exit status: 0 done, 1 the job failed, 2 bad usage.
@@ -24,6 +24,7 @@ from tqdm import tqdm
 from media import MediaError, Tools
 from models import DEFAULT_MODEL, MODELS, ModelError, WeightStore
 from models.__main__ import store_from_env
+from models.runtime import RUNTIMES
 from tasks import EngineCache, Progress, Resources, TaskContext, TaskError, UpscaleTask
 
 
@@ -37,6 +38,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=MODELS.names())
     parser.add_argument("--tile", type=int, default=None, help="tile size in input pixels (0: whole frame)")
+    parser.add_argument(
+        "--runtime",
+        default=os.environ.get("WORKER_RUNTIME", "auto"),
+        choices=RUNTIMES,
+        help="what runs the network (default: WORKER_RUNTIME, else auto: OpenVINO on a CPU)",
+    )
+    parser.add_argument(
+        "--no-reuse", action="store_true", help="compute every frame (no reuse of repeated frames)"
+    )
     parser.add_argument("--no-validation", action="store_true", help="skip the environment report")
     return parser.parse_args(argv)
 
@@ -78,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     params = task.parse(
         {"scale_factor": args.scale, "device": args.device, "model": args.model, "tile": args.tile}
     )
-    resources = Resources(tools=tools, store=store, engines=EngineCache(store))
+    engines = EngineCache(store, runtime=args.runtime, reuse=not args.no_reuse)
+    resources = Resources(tools=tools, store=store, engines=engines)
     with (
         tempfile.TemporaryDirectory(prefix=".vidworker-", dir=args.output) as work,
         tqdm(unit="frame") as bar,

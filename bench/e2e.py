@@ -149,9 +149,11 @@ def serve_inference(clip: Path) -> int:
     task = UpscaleTask()
     params = task.parse(PARAMS)
     info = probe(clip, tools)
-    engine = EngineCache(store).lease(UpscaleTask.engine_config(params))
+    engine = EngineCache(store, runtime=os.environ.get("WORKER_RUNTIME", "auto")).lease(
+        UpscaleTask.engine_config(params)
+    )
     with FrameReader(info, tools) as reader:  # untimed: decoded into memory, in the task's batches
-        batches = list(reader.batches(engine.batch_size))
+        batches = list(reader.batches(engine.frames_per_call))
     cpu, start = time.process_time(), time.perf_counter()
     for batch in batches:
         engine(batch)
@@ -160,7 +162,7 @@ def serve_inference(clip: Path) -> int:
         "cpu_s": cpu,
         "wall_s": seconds,
         "frames": sum(len(batch) for batch in batches),
-        "batch_size": engine.batch_size,
+        "batch_size": engine.frames_per_call,
         "tile": engine.engine.tile,
         "threads": torch.get_num_threads(),
     }

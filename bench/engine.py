@@ -101,50 +101,55 @@ def test_frame(height: int, width: int) -> np.ndarray:
     return frame
 
 
-CASES: dict[str, tuple[str, int | None]] = {
-    # name: (implementation, tile; None = vidworker's device default)
-    "official tile 0": ("official", 0),
-    "vidworker default": ("vidworker", None),
-    "conv 3x3 64->64": ("conv", None),
-    "official tile 128": ("official", 128),
-    "vidworker tile 128": ("vidworker", 128),
+CASES: dict[str, tuple[str, int | None, str]] = {
+    # name: (implementation, tile (None = vidworker's device default), runtime)
+    "official tile 0": ("official", 0, ""),
+    "vidworker default": ("vidworker", None, "auto"),
+    "vidworker torch": ("vidworker", None, "torch"),
+    "conv 3x3 64->64": ("conv", None, ""),
+    "official tile 128": ("official", 128, ""),
+    "vidworker tile 128": ("vidworker", 128, "auto"),
 }
 
 
 def build_case(
     name: str, height: int, width: int, threads: int
-) -> tuple[Callable[[], object], np.ndarray | None]:
-    """The callable to time for one case, and its output frame (None for the conv probe)."""
-    implementation, tile = CASES[name]
+) -> tuple[Callable[[], object], np.ndarray | None, int]:
+    """The callable to time for one case, its output frame (None for the conv probe), frames per call."""
+    implementation, tile, runtime = CASES[name]
     store = store_from_env(allow_download=False)
     frame = test_frame(height, width)
     if implementation == "conv":
         tune_cpu(threads)  # the ceiling gets the same allocator tuning the engine has
         run, _ = conv_probe(height, width)
-        return run, None
+        return run, None, 1
     if implementation == "official":
         torch.set_num_threads(threads)
         official = official_upscaler(store.resolve(MODELS.get(MODEL)).path, tile=tile or 0)
-        return (lambda: official(frame)), official(frame)
-    ours = Upscaler.create(UpscalerConfig(MODEL, 4, "cpu", tile=tile, threads=threads), store)
-    return (lambda: ours(frame)), ours(frame)
+        return (lambda: official(frame)), official(frame), 1
+    ours = Upscaler.create(
+        UpscalerConfig(MODEL, 4, "cpu", tile=tile, threads=threads, runtime=runtime), store
+    )
+    frames = np.stack([frame] * ours.frames_per_call)  # as the task hands them: every request in flight busy
+    return (lambda: ours(frames)), ours(frames)[0], len(frames)
 
 
 def serve(name: str, height: int, width: int, threads: int, output: Path) -> int:
     """Child process: one case, isolated (no allocator or thread settings shared with the others).
 
-    Writes the output frame to ``output``, then times one call per ``run`` line on stdin.
+    Writes the output frame to ``output``, then times one call per ``run`` line on stdin
+    and answers seconds per frame (vidworker is handed ``frames_per_call`` frames a call).
     """
     protocol = sys.stdout
     sys.stdout = sys.stderr  # RealESRGANer prints "Tile i/n" progress; keep it off the protocol
-    run, frame = build_case(name, height, width, threads)
+    run, frame, per_call = build_case(name, height, width, threads)
     if frame is not None:
         np.save(output, frame)
     run()  # warm-up
     print("ready", file=protocol, flush=True)
     for line in sys.stdin:
         if line.strip() == "run":
-            print(f"{timed(run):.6f}", file=protocol, flush=True)
+            print(f"{timed(run) / per_call:.6f}", file=protocol, flush=True)
     return 0
 
 

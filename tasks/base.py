@@ -104,6 +104,12 @@ class TaskResult:
     encoder: str
     processing_seconds: float
     warnings: tuple[str, ...] = ()
+    runtime: str | None = None
+    """What executed the network (``torch``, ``openvino``); None for a task without a model."""
+    frames_reused: int | None = None
+    """Frames whose every window was the previous frame's (:mod:`models.reuse`); None: no model."""
+    skip_rate: float | None = None
+    """The share of the network's work that reuse skipped, 0-1."""
 
     def metadata(self) -> dict[str, Any]:
         """The callback's ``metadata`` object (spec §6), camelCase."""
@@ -119,7 +125,12 @@ class TaskResult:
             "encoder": self.encoder,
             "processingSeconds": round(self.processing_seconds, 3),
             "warnings": list(self.warnings),
-        }
+        } | self._inference()
+
+    def _inference(self) -> dict[str, Any]:
+        if self.runtime is None:
+            return {}
+        return {"runtime": self.runtime, "framesReused": self.frames_reused, "skipRate": self.skip_rate}
 
 
 def report_progress(context: TaskContext, done: int, total: int) -> None:

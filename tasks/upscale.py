@@ -124,6 +124,7 @@ class UpscaleTask(Task[UpscaleParams]):
             encoder=output.encoder,
             processing_seconds=time.monotonic() - started,
             warnings=engine.warnings,
+            **_inference(engine),
         )
 
     def run_segment(
@@ -171,7 +172,7 @@ class UpscaleTask(Task[UpscaleParams]):
             output=output.path, width=output.width, height=output.height, fps=float(info.fps),
             frame_count=output.frames, duration=output.frames / float(info.fps), audio=False,
             device=engine.device.type, model=engine.spec.name, encoder=output.encoder,
-            processing_seconds=time.monotonic() - started, warnings=engine.warnings,
+            processing_seconds=time.monotonic() - started, warnings=engine.warnings, **_inference(engine),
         )  # fmt: skip
 
     @staticmethod
@@ -202,7 +203,7 @@ def _pipe(
         writer.abort()
 
     run_stream(
-        reader.batches(engine.batch_size),
+        reader.batches(engine.frames_per_call),
         lambda frames: _infer(engine, frames),
         writer.write,
         abort=abort,
@@ -222,6 +223,16 @@ def _infer(engine: EngineLease, frames: np.ndarray) -> np.ndarray:
         raise
     except Exception as error:
         raise InferenceFailed(f"inference failed: {type(error).__name__}: {error}") from error
+
+
+def _inference(engine: EngineLease) -> dict[str, Any]:
+    """The result's runtime and reuse fields (reuse off: nothing reused)."""
+    reuse = engine.reuse
+    return {
+        "runtime": engine.runtime,
+        "frames_reused": 0 if reuse is None else reuse.frames_reused,
+        "skip_rate": 0.0 if reuse is None else round(reuse.skip_rate, 4),
+    }
 
 
 def _check_complete(info: MediaInfo, read: int, written: int) -> None:

@@ -112,9 +112,8 @@ def _resources(settings: Settings, store: Any) -> Any:
     if settings.video_codecs is not None:
         limits = dataclasses.replace(limits, video_codecs=settings.video_codecs)
     defaults = {"gpu": settings.default_model_gpu, "cpu": settings.default_model_cpu}
-    return Resources(
-        tools=tools, store=store, engines=EngineCache(store), limits=limits, default_models=defaults
-    )
+    engines = EngineCache(store, runtime=settings.runtime, reuse=settings.reuse)
+    return Resources(tools=tools, store=store, engines=engines, limits=limits, default_models=defaults)
 
 
 def _served(settings: Settings) -> tuple[str, ...]:
@@ -137,12 +136,14 @@ def _device_report(settings: Settings) -> dict[str, Any]:
     import torch
 
     from media import Tools
+    from models.runtime import describe
 
     tools = Tools(ffmpeg=settings.ffmpeg, ffprobe=settings.ffprobe)
     cuda = torch.cuda.is_available()
     return {
         "device": "cuda" if cuda else "cpu",
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "runtime": describe(settings.runtime, "cuda" if cuda else "cpu"),
         "ffmpeg": tools.version(),
         "nvenc": cuda and tools.encoder_works("h264_nvenc"),
     }

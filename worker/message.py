@@ -189,6 +189,9 @@ class Metadata(BaseModel):
     encoder: str
     processing_seconds: float
     warnings: list[str] = []
+    runtime: str | None = None
+    frames_reused: int | None = None
+    skip_rate: float | None = None
 
 
 class Callback(BaseModel):

@@ -15,6 +15,12 @@ JOB_SECONDS = Histogram(
     buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600),
     registry=REGISTRY,
 )
+FRAMES = Counter(
+    "vidworker_frames",
+    "Upscaled frames, by how: computed by the network or reused from the previous frame (identical input)",
+    ["how"],
+    registry=REGISTRY,
+)
 RECEIVE_ERRORS = Counter("vidworker_receive_errors", "Failed SQS receive calls", registry=REGISTRY)
 LOOP_ERRORS = Counter(
     "vidworker_loop_errors",
@@ -37,3 +43,9 @@ DEAD_LETTERS = Counter(
 OUTBOX = Counter(
     "vidworker_outbox", "Kept terminal callbacks, by what became of them", ["outcome"], registry=REGISTRY
 )
+
+
+def count_frames(frames: int, reused: int) -> None:
+    """An upscale finished: ``frames`` output frames, ``reused`` of them without running the network."""
+    FRAMES.labels("reused").inc(reused)
+    FRAMES.labels("computed").inc(frames - reused)

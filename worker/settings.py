@@ -160,6 +160,8 @@ class Settings(BaseSettings):
     cost_factor: float = Field(1.0, validation_alias="WORKER_COST_FACTOR", ge=0, le=1000)
     default_model_gpu: _Model = Field("realesrgan-x4plus", validation_alias="DEFAULT_MODEL_GPU")
     default_model_cpu: _Model = Field("realesr-general-x4v3", validation_alias="DEFAULT_MODEL_CPU")
+    runtime: Literal["auto", "torch", "openvino"] = Field("auto", validation_alias="WORKER_RUNTIME")
+    reuse: bool = Field(True, validation_alias="WORKER_REUSE")
     ffmpeg_max_address_space: int = Field(
         32 << 30, validation_alias="FFMPEG_MAX_ADDRESS_SPACE_BYTES", ge=0, le=2**50
     )

@@ -29,6 +29,7 @@ from media.segments import read_segment
 from media.writer import ENCODERS
 from models.device import select_device
 from tasks import Cancelled, Progress, TaskContext, TaskResult, UpscaleParams, UpscaleTask
+from worker import metrics
 from worker.attempt import Attempt
 from worker.errors import SourceNotFound, WorkerError
 from worker.segments import (
@@ -238,6 +239,7 @@ class Splitter:
         return dataclasses.replace(context, progress=progress)
 
     def _observe(self, result: TaskResult, params: UpscaleParams) -> None:
+        metrics.count_frames(result.frame_count, result.frames_reused or 0)
         pixels = result.width * result.height // params.scale_factor**2
         self.costs.observe(result.model, result.device, pixels, result.frame_count, result.processing_seconds)
 
@@ -268,6 +270,7 @@ class Splitter:
             frame_count=joined.frames, duration=joined.frames / float(plan.fps), audio=joined.audio,
             device=str(first["device"]), model=first.get("model"), encoder=joined.encoder,
             processing_seconds=sum(float(marker["seconds"]) for marker in markers.values()),
+            **_reuse_of(list(markers.values())),
         )  # fmt: skip
         return self.worker.publish(attempt, result, segments=len(plan.ranges))
 
@@ -318,5 +321,17 @@ def _marker(result: TaskResult, size: int, sha256: str) -> dict[str, Any]:
     return {
         "run": uuid.uuid4().hex, "frames": result.frame_count, "size": size, "sha256": sha256,
         "device": result.device, "model": result.model, "encoder": result.encoder,
-        "seconds": round(result.processing_seconds, 3),
+        "seconds": round(result.processing_seconds, 3), "runtime": result.runtime,
+        "framesReused": result.frames_reused, "skipRate": result.skip_rate,
     }  # fmt: skip
+
+
+def _reuse_of(markers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The joined job's runtime and reuse figures: frames summed, skip rate weighted by frames."""
+    frames = sum(int(marker["frames"]) for marker in markers) or 1
+    skipped = sum(float(marker.get("skipRate") or 0.0) * int(marker["frames"]) for marker in markers)
+    return {
+        "runtime": markers[0].get("runtime"),
+        "frames_reused": sum(int(marker.get("framesReused") or 0) for marker in markers),
+        "skip_rate": round(skipped / frames, 4),
+    }
