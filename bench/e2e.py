@@ -153,7 +153,7 @@ def serve_inference(clip: Path) -> int:
         UpscaleTask.engine_config(params)
     )
     with FrameReader(info, tools) as reader:  # untimed: decoded into memory, in the task's batches
-        batches = list(reader.batches(engine.frames_per_call))
+        batches = list(reader.batches(engine.frames_per_call(info.height, info.width)))
     cpu, start = time.process_time(), time.perf_counter()
     for batch in batches:
         engine(batch)
@@ -162,7 +162,7 @@ def serve_inference(clip: Path) -> int:
         "cpu_s": cpu,
         "wall_s": seconds,
         "frames": sum(len(batch) for batch in batches),
-        "batch_size": engine.frames_per_call,
+        "batch_size": engine.frames_per_call(info.height, info.width),
         "tile": engine.engine.tile,
         "threads": torch.get_num_threads(),
     }

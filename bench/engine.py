@@ -130,7 +130,7 @@ def build_case(
     ours = Upscaler.create(
         UpscalerConfig(MODEL, 4, "cpu", tile=tile, threads=threads, runtime=runtime), store
     )
-    frames = np.stack([frame] * ours.frames_per_call)  # as the task hands them: every request in flight busy
+    frames = np.stack([frame] * ours.frames_per_call(height, width))  # as the task hands them
     return (lambda: ours(frames)), ours(frames)[0], len(frames)
 
 
@@ -138,7 +138,7 @@ def serve(name: str, height: int, width: int, threads: int, output: Path) -> int
     """Child process: one case, isolated (no allocator or thread settings shared with the others).
 
     Writes the output frame to ``output``, then times one call per ``run`` line on stdin
-    and answers seconds per frame (vidworker is handed ``frames_per_call`` frames a call).
+    and answers seconds per frame (vidworker is handed ``frames_per_call()`` frames a call).
     """
     protocol = sys.stdout
     sys.stdout = sys.stderr  # RealESRGANer prints "Tile i/n" progress; keep it off the protocol

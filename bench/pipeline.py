@@ -5,7 +5,7 @@ Two questions from the issue, on realesr-animevideov3 x4, CPU fp32:
 * overhead: ``UpscaleTask.run`` wall time over the time of the bare
   ``Upscaler`` calls on the same clip's frames (target <= 1.10). "inference"
   probes and decodes every frame into memory first, untimed, then times only
-  the engine calls, ``engine.frames_per_call`` frames at a time as the task makes
+  the engine calls, ``engine.frames_per_call()`` frames at a time as the task makes
   them. "e2e" times ``UpscaleTask.run`` (probe, decode, inference, x264 encode,
   AAC mux, output check). Both load the engine and make one warm-up call before
   the clock starts, so model loading counts in neither.
@@ -190,11 +190,15 @@ def measure(case: str, clip: Path) -> dict[str, Any]:
     info = probe(clip, resources.tools, resources.limits)
     engine = engines.get(config)
     frames = decode_all(info, resources.tools) if case == "inference" else None
-    engine(np.zeros((engine.frames_per_call, info.height, info.width, 3), dtype=np.uint8))  # warm-up
+    engine(
+        np.zeros(
+            (engine.frames_per_call(info.height, info.width), info.height, info.width, 3), dtype=np.uint8
+        )
+    )  # warm-up
     rss_ready = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = ChildMemory(enabled=case == "memory")
     if frames is not None:
-        step = engine.frames_per_call
+        step = engine.frames_per_call(info.height, info.width)
         cpu, start = cpu_seconds(), time.perf_counter()
         for index in range(0, len(frames), step):
             engine(frames[index : index + step])
@@ -213,7 +217,7 @@ def measure(case: str, clip: Path) -> dict[str, Any]:
         "seconds": seconds,
         "cpu_seconds": cpu,
         "frames": count,
-        "batch_size": engine.frames_per_call,
+        "batch_size": engine.frames_per_call(info.height, info.width),
         "tile": engine.tile,
         "threads": usable_cpus(),
         "rss_ready_kib": rss_ready,

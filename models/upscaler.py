@@ -31,6 +31,10 @@ from models.weights import WeightStore
 
 log = logging.getLogger(__name__)
 
+CALL_PIXELS = 1 << 20
+"""Input pixels handed to one engine call at most, beyond the minimum (outputs are 16x that, in floats)."""
+CALL_FRAMES = 8
+
 OOM_TILES = (256, 128, 64)
 """Tile sizes tried in turn after an out-of-memory error; 64 is the floor."""
 
@@ -193,10 +197,17 @@ class Upscaler:
             warnings=self._load_warnings,
         )
 
-    @property
-    def frames_per_call(self) -> int:
-        """Frames to hand one call so that every network call and request in flight has work."""
-        return self.batch_size * self.runtime.in_flight
+    def frames_per_call(self, height: int, width: int) -> int:
+        """How many ``height x width`` frames to hand one call.
+
+        At least one network batch per request in flight. Small frames (one
+        window each) get more, up to :data:`CALL_FRAMES` within :data:`CALL_PIXELS`:
+        when reuse skips held frames, the frames still to compute must be
+        enough to keep every request busy (drawn on twos, 2 frames a call
+        would leave one request, one core, idle).
+        """
+        floor = self.batch_size * self.runtime.in_flight
+        return max(floor, min(CALL_FRAMES, CALL_PIXELS // max(1, height * width)))
 
     def __call__(
         self, frames: np.ndarray, warnings: list[str] | None = None, reuse: ReuseState | None = None

@@ -90,9 +90,8 @@ class EngineLease:
     def spec(self) -> ModelSpec:
         return self.engine.spec
 
-    @property
-    def frames_per_call(self) -> int:
-        return self.engine.frames_per_call
+    def frames_per_call(self, height: int, width: int) -> int:
+        return self.engine.frames_per_call(height, width)
 
     @property
     def runtime(self) -> str:

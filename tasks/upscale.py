@@ -203,7 +203,7 @@ def _pipe(
         writer.abort()
 
     run_stream(
-        reader.batches(engine.frames_per_call),
+        reader.batches(engine.frames_per_call(reader.info.height, reader.info.width)),
         lambda frames: _infer(engine, frames),
         writer.write,
         abort=abort,

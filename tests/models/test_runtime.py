@@ -38,7 +38,11 @@ def test_openvino_matches_torch_within_one_step(real_store: WeightStore, scale: 
     ours = _engine(real_store, "openvino", scale=scale, tile=tile)
     reference = _engine(real_store, "torch", scale=scale, tile=tile)
     assert (ours.info.runtime, reference.info.runtime) == ("openvino", "torch")
-    assert ours.info.warnings == () and ours.frames_per_call == 2 and reference.frames_per_call == 1
+    assert ours.info.warnings == () and (ours.frames_per_call(45, 70), ours.frames_per_call(1080, 1920)) == (
+        8,
+        2,
+    )
+    assert reference.frames_per_call(1080, 1920) == 1
     got, want = ours(frames), reference(frames)
     assert got.shape == want.shape == (3, 45 * scale, 70 * scale, 3)
     assert int(np.abs(got.astype(np.int16) - want).max()) <= ONE_STEP

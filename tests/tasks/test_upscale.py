@@ -136,7 +136,7 @@ def test_progress_every_batch_up_to_the_total(clips: Clips, work_dir: Path, reso
     assert resources.engines is not None
     step = resources.engines.lease(
         UpscaleTask.engine_config(UpscaleTask().parse({"model": MODEL}))
-    ).frames_per_call
+    ).frames_per_call(result.height // 2, result.width // 2)
     steps = [b - a for a, b in zip([0.0, *fractions], fractions, strict=False)]
     assert max(steps) <= 0.05 + step / result.frame_count  # one engine call's frames (of 10)
     assert seen[-1].done == result.frame_count
