@@ -61,6 +61,8 @@ def test_cpu_host_leaves_the_gpu_queue_alone_and_gpu_jobs_fall_back_when_served(
     done = stack.wait_for_status("gpu-job", "COMPLETED")
     assert done["metadata"]["device"] == "cpu"
     assert any("CUDA is not available" in warning for warning in done["metadata"]["warnings"])
+    assert done["metadata"]["runtime"] == "openvino"  # the CPU's runtime, WORKER_RUNTIME=auto
+    assert 0 <= done["metadata"]["framesReused"] <= 10 and 0.0 <= done["metadata"]["skipRate"] <= 1.0
 
 
 @pytest.mark.parametrize(

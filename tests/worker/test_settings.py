@@ -39,6 +39,14 @@ def test_minimal_environment_gives_the_documented_defaults() -> None:
     assert (settings.log_level, settings.log_format) == ("INFO", "text")
     assert settings.heartbeat_seconds < settings.visibility_timeout
     assert settings.queue_url("cpu") == CPU_URL
+    assert (settings.runtime, settings.reuse) == ("auto", True)
+
+
+def test_runtime_and_reuse_are_read_and_checked() -> None:
+    settings = load(env(WORKER_RUNTIME="openvino", WORKER_REUSE="0"), cuda=False)
+    assert (settings.runtime, settings.reuse) == ("openvino", False)
+    with pytest.raises(ConfigError, match="WORKER_RUNTIME"):
+        load(env(WORKER_RUNTIME="tensorrt"), cuda=False)
 
 
 def test_load_does_not_read_os_environ_when_given_a_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
