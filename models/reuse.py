@@ -29,8 +29,8 @@ class ReuseState:
 
     frames: int = 0
     frames_reused: int = 0
-    windows: int = 0
-    windows_reused: int = 0
+    pixels: int = 0
+    pixels_reused: int = 0
     _key: tuple[int, int, int] | None = None
     _frame: np.ndarray | None = None
     _outputs: list[torch.Tensor] = field(default_factory=list)
@@ -46,17 +46,18 @@ class ReuseState:
         self._frame = frame.copy()
         self._outputs = outputs
 
-    def count(self, windows: int, reused: int) -> None:
-        """One frame of ``windows`` windows went through, ``reused`` of them from the previous frame."""
+    def count(self, plan: TilePlan, reused: list[bool]) -> None:
+        """One frame went through; ``reused[k]`` tells whether window ``k`` came from the previous frame."""
         self.frames += 1
-        self.windows += windows
-        self.windows_reused += reused
-        self.frames_reused += int(reused == windows)
+        self.pixels += sum(window.pixels for window in plan.windows)
+        hits = zip(plan.windows, reused, strict=True)
+        self.pixels_reused += sum(window.pixels for window, hit in hits if hit)
+        self.frames_reused += int(all(reused))
 
     @property
     def skip_rate(self) -> float:
-        """The share of network work skipped (windows are the same size, so windows are work)."""
-        return self.windows_reused / self.windows if self.windows else 0.0
+        """The share of network work skipped: window input pixels taken from the previous frame."""
+        return self.pixels_reused / self.pixels if self.pixels else 0.0
 
 
 def same_window(frame: np.ndarray, previous: np.ndarray, window: Window) -> bool:

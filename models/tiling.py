@@ -1,13 +1,17 @@
 """Tile plans: how a frame is cut into overlapping windows for inference.
 
-Coordinates are input pixels. A window is ``tile + 2 * pad`` on a side at most
-(clamped to the frame), every window in a plan has the same size so windows can
-be batched, and windows are shifted inward at the frame edges rather than
-shrunk. Each window owns a *core* region; the cores partition the frame.
+Coordinates are input pixels. Each window owns a *core* region (the cores
+partition the frame, evenly: no sliver) and reads ``pad`` pixels of context
+beyond its core only on the sides where another window is; on a side at the
+frame edge it reads nothing more, because the network pads there exactly as it
+does on the whole frame. A tile therefore costs its core plus the overlap it
+really needs (an edge tile at tile 128 and pad 18 reads 146 px, not 164), and
+windows come in a few shapes (corner, edge, inner) that batch by shape.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -29,45 +33,47 @@ class Window:
     rows: Span
     cols: Span
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) read, in input pixels."""
+        return (self.rows.stop - self.rows.start, self.cols.stop - self.cols.start)
+
+    @property
+    def pixels(self) -> int:
+        height, width = self.shape
+        return height * width
+
 
 @dataclass(frozen=True)
 class TilePlan:
-    """Windows covering a ``height × width`` frame; ``window_size`` is (h, w)."""
+    """Windows covering a ``height × width`` frame."""
 
     height: int
     width: int
     windows: tuple[Window, ...]
-    window_size: tuple[int, int]
 
 
 def axis_spans(length: int, tile: int, pad: int) -> list[Span]:
-    """Split ``[0, length)`` into even cores of at most ``tile`` with ``pad`` context each side.
+    """Split ``[0, length)`` into even cores of at most ``tile``, each read with ``pad`` context
+    toward its neighbours (clamped to the axis).
 
     ``tile <= 0`` or ``tile >= length`` gives one span over the whole axis.
     """
     if tile <= 0 or tile >= length:
         return [Span(0, length, 0, length)]
     count = math.ceil(length / tile)
-    core = math.ceil(length / count)
-    size = min(length, core + 2 * pad)
-    spans = []
-    for index in range(count):
-        core_start = index * core
-        core_stop = min(length, core_start + core)
-        if core_start >= core_stop:
-            break
-        start = min(max(0, core_start - pad), length - size)
-        spans.append(Span(start, start + size, core_start, core_stop))
-    return spans
+    bounds = [length * index // count for index in range(count + 1)]
+    return [
+        Span(max(0, core_start - pad), min(length, core_stop + pad), core_start, core_stop)
+        for core_start, core_stop in itertools.pairwise(bounds)
+    ]
 
 
 def plan_tiles(height: int, width: int, tile: int, pad: int) -> TilePlan:
     """The windows for one frame size; ``tile <= 0`` means the whole frame in one window."""
     rows = axis_spans(height, tile, pad)
     cols = axis_spans(width, tile, pad)
-    windows = tuple(Window(r, c) for r in rows for c in cols)
-    size = (rows[0].stop - rows[0].start, cols[0].stop - cols[0].start)
-    return TilePlan(height=height, width=width, windows=windows, window_size=size)
+    return TilePlan(height=height, width=width, windows=tuple(Window(r, c) for r in rows for c in cols))
 
 
 def _ramp(span: Span, length: int, scale: int) -> torch.Tensor:

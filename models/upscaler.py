@@ -275,7 +275,7 @@ class Upscaler:
             reused.append(same)
             todo.extend((index, k) for k, hit in enumerate(same) if not hit)
             if reuse is not None:
-                reuse.count(len(same), sum(same))
+                reuse.count(plan, same)
         computed = dict(zip(todo, self._run(x, plan, todo), strict=True))
         results: list[list[torch.Tensor]] = []
         for index, same in enumerate(reused):
@@ -286,19 +286,27 @@ class Upscaler:
         return results
 
     def _run(self, x: torch.Tensor, plan: TilePlan, todo: list[tuple[int, int]]) -> list[torch.Tensor]:
-        """The network over the ``(frame, window)`` items, ``batch_size`` per call, every call full.
+        """The network over the ``(frame, window)`` items, windows of one shape batched together.
 
-        A partial last batch is padded with copies of its last window (and the
-        extra outputs dropped) so each call has the same shape whatever was
-        skipped: the kernels, hence the bits, do not change with reuse.
+        Each shape's items go ``batch_size`` per call, every call full: a partial
+        last batch is padded with copies of its last window (and the extra
+        outputs dropped) so each call has the same shape whatever was skipped:
+        the kernels, hence the bits, do not change with reuse.
         """
-        batches = []
-        for start in range(0, len(todo), self.batch_size):
-            items = todo[start : start + self.batch_size]
-            items += [items[-1]] * (self.batch_size - len(items))
-            batches.append(torch.cat([_window_of(x, index, plan.windows[k]) for index, k in items]))
-        outputs = [self._finish(output, plan) for output in self.runtime.map(self._fit(batches))]
-        return [window for output in outputs for window in output][: len(todo)]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for position, (_, k) in enumerate(todo):
+            groups.setdefault(plan.windows[k].shape, []).append(position)
+        results: list[torch.Tensor] = [torch.empty(0)] * len(todo)
+        for shape, positions in groups.items():
+            batches = []
+            for start in range(0, len(positions), self.batch_size):
+                items = [todo[p] for p in positions[start : start + self.batch_size]]
+                items += [items[-1]] * (self.batch_size - len(items))
+                batches.append(torch.cat([_window_of(x, index, plan.windows[k]) for index, k in items]))
+            outputs = [self._finish(output, shape) for output in self.runtime.map(self._fit(batches))]
+            for position, window in zip(positions, (w for output in outputs for w in output), strict=False):
+                results[position] = window
+        return results
 
     def _fit(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
         """Pad each batch on the right and bottom to the network's size multiple."""
@@ -310,10 +318,10 @@ class Upscaler:
             return batches
         return [F.pad(batch, (0, pad_w, 0, pad_h), mode="replicate") for batch in batches]
 
-    def _finish(self, output: torch.Tensor, plan: TilePlan) -> torch.Tensor:
-        """One call's output cropped to its windows, float32 in 0-1; NaN raises."""
+    def _finish(self, output: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+        """One call's output cropped to its windows' ``shape`` times the scale, float32 in 0-1; NaN raises."""
         s = self.spec.scale
-        height, width = plan.window_size
+        height, width = shape
         output = output[:, :, : height * s, : width * s].float().clamp_(0.0, 1.0)
         if torch.isnan(output).any():
             raise InferenceFailed(

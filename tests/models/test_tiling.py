@@ -11,17 +11,26 @@ from models.tiling import axis_spans, feather_weights, plan_tiles
 @pytest.mark.parametrize(
     ("length", "tile", "pad"), [(180, 128, 18), (320, 64, 18), (19, 8, 5), (33, 0, 5), (50, 64, 10)]
 )
-def test_cores_partition_the_axis_and_windows_share_one_size(length: int, tile: int, pad: int) -> None:
+def test_cores_partition_the_axis_and_windows_read_context_only_toward_neighbours(
+    length: int, tile: int, pad: int
+) -> None:
     spans = axis_spans(length, tile, pad)
     assert spans[0].core_start == 0 and spans[-1].core_stop == length
     for left, right in itertools.pairwise(spans):
         assert left.core_stop == right.core_start
-    assert len({span.stop - span.start for span in spans}) == 1
     for span in spans:
         assert 0 <= span.start <= span.core_start < span.core_stop <= span.stop <= length
-        # every core pixel has `pad` of context inside its window, or sits at the frame edge
-        assert span.core_start - span.start >= pad or span.start == 0
-        assert span.stop - span.core_stop >= pad or span.stop == length
+        assert span.core_stop - span.core_start <= (tile if tile > 0 else length)
+        # `pad` of context toward a neighbour, none past the frame edge: no pixel read twice for nothing
+        assert span.start == max(0, span.core_start - pad)
+        assert span.stop == min(length, span.core_stop + pad)
+
+
+def test_tile_128_reads_fewer_pixels_than_one_window_size_for_all() -> None:
+    """180x320 at tile 128, pad 18: 2x3 windows, edge windows 18 px shorter than inner ones."""
+    plan = plan_tiles(180, 320, 128, 18)
+    assert sorted({w.shape for w in plan.windows}) == [(108, 124), (108, 125), (108, 143)]
+    assert sum(w.pixels for w in plan.windows) == 216 * (124 + 143 + 125)
 
 
 def test_tiles_split_evenly_instead_of_leaving_a_sliver() -> None:

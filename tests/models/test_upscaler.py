@@ -114,7 +114,9 @@ def test_out_of_memory_retries_the_same_frames_with_a_smaller_tile(real_store: W
     frames = _frames(2, 90, 160)
     engine = Upscaler.create(UpscalerConfig("realesr-animevideov3", 4, "cpu", tile=0), real_store)
     whole = engine(frames)
-    engine.runtime = TorchRuntime(OomAbove(engine.network, limit=64 + 2 * engine.pad))
+    # windows across 160 px: 80 + pad at tile 128 (too big), at most 54 + 2 * pad at tile 64
+    engine.runtime = TorchRuntime(OomAbove(engine.network, limit=54 + 2 * engine.pad))
+    assert 80 + engine.pad > 54 + 2 * engine.pad
     warnings: list[str] = []
     out = engine(frames, warnings)
     # 160 (whole frame) -> 128 (windows still too big) -> 64
