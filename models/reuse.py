@@ -49,7 +49,7 @@ class ReuseState:
     def count(self, plan: TilePlan, reused: list[bool]) -> None:
         """One frame went through; ``reused[k]`` tells whether window ``k`` came from the previous frame."""
         self.frames += 1
-        self.pixels += sum(window.pixels for window in plan.windows)
+        self.pixels += plan.pixels
         hits = zip(plan.windows, reused, strict=True)
         self.pixels_reused += sum(window.pixels for window, hit in hits if hit)
         self.frames_reused += int(all(reused))

@@ -52,6 +52,11 @@ class TilePlan:
     width: int
     windows: tuple[Window, ...]
 
+    @property
+    def pixels(self) -> int:
+        """Input pixels the windows read together (the overlaps counted in each window)."""
+        return sum(window.pixels for window in self.windows)
+
 
 def axis_spans(length: int, tile: int, pad: int) -> list[Span]:
     """Split ``[0, length)`` into even cores of at most ``tile``, each read with ``pad`` context

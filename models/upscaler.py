@@ -276,7 +276,7 @@ class Upscaler:
             todo.extend((index, k) for k, hit in enumerate(same) if not hit)
             if reuse is not None:
                 reuse.count(plan, same)
-        computed = dict(zip(todo, self._run(x, plan, todo), strict=True))
+        computed = self._run(x, plan, todo)
         results: list[list[torch.Tensor]] = []
         for index, same in enumerate(reused):
             before = results[index - 1] if index else (previous[1] if previous is not None else [])
@@ -285,28 +285,30 @@ class Upscaler:
             reuse.remember(plan, self.tile, frames[-1], results[-1])
         return results
 
-    def _run(self, x: torch.Tensor, plan: TilePlan, todo: list[tuple[int, int]]) -> list[torch.Tensor]:
-        """The network over the ``(frame, window)`` items, windows of one shape batched together.
+    def _run(
+        self, x: torch.Tensor, plan: TilePlan, todo: list[tuple[int, int]]
+    ) -> dict[tuple[int, int], torch.Tensor]:
+        """The network's output for each ``(frame, window)`` item, windows of one shape batched together.
 
         Each shape's items go ``batch_size`` per call, every call full: a partial
         last batch is padded with copies of its last window (and the extra
         outputs dropped) so each call has the same shape whatever was skipped:
         the kernels, hence the bits, do not change with reuse.
         """
-        groups: dict[tuple[int, int], list[int]] = {}
-        for position, (_, k) in enumerate(todo):
-            groups.setdefault(plan.windows[k].shape, []).append(position)
-        results: list[torch.Tensor] = [torch.empty(0)] * len(todo)
-        for shape, positions in groups.items():
+        groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for item in todo:
+            groups.setdefault(plan.windows[item[1]].shape, []).append(item)
+        computed: dict[tuple[int, int], torch.Tensor] = {}
+        for shape, group in groups.items():
             batches = []
-            for start in range(0, len(positions), self.batch_size):
-                items = [todo[p] for p in positions[start : start + self.batch_size]]
+            for start in range(0, len(group), self.batch_size):
+                items = group[start : start + self.batch_size]
                 items += [items[-1]] * (self.batch_size - len(items))
                 batches.append(torch.cat([_window_of(x, index, plan.windows[k]) for index, k in items]))
             outputs = [self._finish(output, shape) for output in self.runtime.map(self._fit(batches))]
-            for position, window in zip(positions, (w for output in outputs for w in output), strict=False):
-                results[position] = window
-        return results
+            windows = [window for output in outputs for window in output][: len(group)]
+            computed.update(zip(group, windows, strict=True))
+        return computed
 
     def _fit(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
         """Pad each batch on the right and bottom to the network's size multiple."""
