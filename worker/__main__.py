@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shutil
 import signal
 import sys
 import uuid
@@ -44,17 +45,71 @@ def _settings() -> Settings:
     return load(cuda=torch.cuda.is_available())
 
 
+def _with_secret(settings: Settings) -> Settings:
+    """The callback secret read from SSM Parameter Store when CALLBACK_SECRET_PARAMETER names it.
+
+    A parameter that does not exist is bad configuration (exit 2); SSM not
+    answering is not, and raises, so that systemd starts the worker again later.
+    """
+    if settings.callback_secret_parameter is None:
+        return settings
+    import boto3
+
+    ssm = boto3.session.Session(region_name=settings.region).client("ssm", endpoint_url=settings.endpoint_url)
+    try:
+        reply = ssm.get_parameter(Name=settings.callback_secret_parameter, WithDecryption=True)
+    except ssm.exceptions.ParameterNotFound:
+        raise ConfigError(
+            f"CALLBACK_SECRET_PARAMETER: no parameter {settings.callback_secret_parameter!r}"
+        ) from None
+    return settings.model_copy(update={"callback_secret": reply["Parameter"]["Value"]})
+
+
+def _fleet(settings: Settings) -> tuple[Any, Any]:
+    """(instance metadata, this instance in its Auto Scaling group), when WORKER_FLEET is on and found.
+
+    Off EC2 neither is: said once, not an error.
+    """
+    if not settings.fleet:
+        return None, None
+    import boto3
+
+    from worker.autoscaling import GroupMember
+    from worker.imds import InstanceMetadata, MetadataUnavailable
+
+    metadata = InstanceMetadata(settings.metadata_endpoint)
+    try:
+        instance = metadata.get("instance-id")
+        group = settings.autoscaling_group or metadata.get("tags/instance/aws:autoscaling:groupName")
+    except MetadataUnavailable as error:
+        log.info("WORKER_FLEET: instance metadata unreachable (%s): not on EC2, nothing to watch", error)
+        return None, None
+    if not instance or not group:
+        log.warning(
+            "WORKER_FLEET: no Auto Scaling group for this instance (set WORKER_AUTOSCALING_GROUP or allow "
+            "instance tags in metadata): spot and scale-in notices only, no protection"
+        )
+        return metadata, None
+    session = boto3.session.Session(region_name=settings.region)
+    client = session.client("autoscaling", endpoint_url=settings.endpoint_url)
+    log.info("WORKER_FLEET: instance %s in Auto Scaling group %s", instance, group)
+    return metadata, GroupMember(client, group, instance, settings.lifecycle_hook)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from models import MODELS, WeightStore
+    from worker import metrics
     from worker.consumer import Consumer
     from worker.daemon import Worker
     from worker.health import HealthServer
+    from worker.imds import MetadataWatcher
     from worker.logs import configure
     from worker.notify import Notifier
     from worker.storage import Storage
 
     settings = _settings()
     configure(settings.log_level, settings.log_format)
+    settings = _with_secret(settings)
     store = WeightStore(
         settings.weights_dir, settings.weights_mirror, allow_download=not settings.weights_offline
     )
@@ -65,6 +120,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
     sqs, s3 = _clients(settings)
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+    metadata, member = _fleet(settings)
     worker = Worker(
         settings,
         consumer=Consumer(
@@ -80,8 +136,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             secret=settings.callback_secret, allowed_hosts=settings.callback_allowed_hosts,
             allow_private=settings.callback_allow_private, timeout=settings.callback_timeout,
         ),
-        resources=_resources(settings, store),
+        resources=_resources(settings, store), member=member,
     )  # fmt: skip
+    metrics.REGISTRY.register(
+        metrics.HostCollector(worker.depth, lambda: shutil.disk_usage(settings.tmp_dir).free)
+    )
     device = _device_report(settings)  # once: /health must stay cheap
     health = HealthServer(settings.health_port, lambda: {**_health(worker), **device}).start()
     log.info("health and metrics on port %d", health.port)
@@ -92,10 +151,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    watcher = None if metadata is None else MetadataWatcher(metadata, worker.notice).start()
     try:
         worker.run(max_jobs=args.max_jobs)
     finally:
         health.close()
+        if watcher is not None:
+            watcher.stop()
+    if member is not None and watcher is not None and "lifecycle" in watcher.seen:
+        member.complete_termination()  # the job is finished or handed back: the instance may go
     return worker.exit_code
 
 

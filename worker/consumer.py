@@ -81,6 +81,12 @@ class Consumer:
         dead = self.sqs.get_queue_url(QueueName=arn[-1], QueueOwnerAWSAccountId=arn[-2])["QueueUrl"]
         return int(parsed["maxReceiveCount"]), str(dead)
 
+    def depth(self, url: str) -> tuple[int, int]:
+        """(visible, in flight) messages of a queue, as SQS approximates them."""
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names).get("Attributes", {})
+        return int(attributes.get(names[0], 0)), int(attributes.get(names[1], 0))
+
     def receive(self) -> Received | None:
         names = list(self.queues)
         for name in names:

@@ -38,10 +38,12 @@ from tasks import (
 )
 from worker import metrics
 from worker.attempt import Attempt
+from worker.autoscaling import GroupMember
 from worker.consumer import Consumer, Received
 from worker.errors import OutputTaken
 from worker.heartbeat import Heartbeat
 from worker.housekeeping import Housekeeping
+from worker.imds import Notice
 from worker.keys import KeyPolicy
 from worker.logs import job_context
 from worker.message import BadMessage, Callback, Job, Metadata, Status, check_key, decode, safe_id
@@ -64,10 +66,19 @@ EXIT_DEVICE_LOST = 75
 
 @dataclass
 class Current:
-    """The job being run, for /health and for aborts."""
+    """The job being run, for /health, aborts and notices: how far it is and since when (monotonic)."""
 
     job_id: str
     task: str
+    stage: str = "whole"
+    started: float = 0.0
+    fraction: float = 0.0
+
+    def seconds_left(self, now: float) -> float | None:
+        """The task's remaining seconds at its pace so far; None before 5 % (too early to tell)."""
+        if self.fraction < 0.05:
+            return None
+        return (now - self.started) * (1 - self.fraction) / self.fraction
 
 
 class Worker:
@@ -82,6 +93,7 @@ class Worker:
         notifier: Notifier,
         resources: Resources,
         tasks: TaskRegistry = TASKS,
+        member: GroupMember | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
@@ -89,6 +101,7 @@ class Worker:
         self.notifier = notifier
         self.resources = resources
         self.tasks = tasks
+        self.member = member
         self.keys = KeyPolicy(settings.output_prefixes, settings.jobs_prefix)
         self.state = JobState(storage, self.keys)
         self.current: Current | None = None
@@ -106,23 +119,49 @@ class Worker:
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def stop(self, *, cold: bool = False) -> None:
-        """Warm stop: receive nothing more, let the running job drain. Cold (or a second call): abort it."""
-        if cold or self._stopping.is_set():
+    def stop(self, *, cold: bool = False, within: float | None = None) -> None:
+        """Warm stop: receive nothing more, let the running job drain. Cold (or a second call): abort it.
+
+        ``within``: a notice's limit; the running job gets at most that long
+        (never more than the drain time), and the call is not taken as a second one.
+        """
+        if cold or (self._stopping.is_set() and within is None):
             log.warning("cold stop: aborting the running job and handing its message back")
             self._abort.set()
         self._stopping.set()
-        if not self._abort.is_set() and self.settings.drain_seconds >= 0:
-            timer = threading.Timer(self.settings.drain_seconds, self._drain_expired)
+        metrics.DRAINING.set(1)
+        drain = self.settings.drain_seconds if within is None else min(within, self.settings.drain_seconds)
+        if not self._abort.is_set():
+            timer = threading.Timer(drain, self._drain_expired, args=(drain,))
             timer.daemon = True
             timer.start()
 
-    def _drain_expired(self) -> None:
+    def _drain_expired(self, drain: float) -> None:
         if self.current is not None:
-            log.warning(
-                "drain time of %g s is over; aborting %s", self.settings.drain_seconds, self.current.job_id
-            )
+            log.warning("drain time of %g s is over; aborting %s", drain, self.current.job_id)
         self._abort.set()
+
+    def notice(self, notice: Notice) -> None:
+        """The instance is going away. Scale-in: drain as SIGTERM does (the lifecycle hook outlasts it).
+
+        Spot: the job in hand finishes only when its pace says it ends
+        ``WORKER_SPOT_MARGIN_SECONDS`` before the instance does (the output
+        must still be uploaded); otherwise it is released at once, so another
+        worker starts it now instead of after a lost lease.
+        """
+        if notice.kind == "lifecycle" or notice.deadline is None:
+            self.stop()
+            return
+        now = time.monotonic()
+        room = notice.deadline - now - self.settings.spot_margin_seconds
+        current = self.current
+        left = None if current is None else current.seconds_left(now)
+        if current is not None and (left is None or left > room):
+            log.warning("spot notice: %s would need %s s, %.0f s are left; releasing it now", current.job_id,
+                        "unknown" if left is None else f"{left:.0f}", max(room, 0))  # fmt: skip
+            self.stop(cold=True)
+        else:
+            self.stop(within=max(room, 0.0))
 
     def run(self, max_jobs: int | None = None) -> int:
         """Work until stopped (or ``max_jobs`` messages handled); returns the number handled."""
@@ -152,14 +191,21 @@ class Worker:
                 self._stopping.wait(delay)
                 continue
             if received is None:
+                self._protect(False)  # idle: the group may choose this instance to scale in
                 continue
+            self._protect(True)
             if self._stopping.is_set():  # arrived during the last long poll: not ours to start
                 self.settle("hand back", lambda item=received: self.consumer.hand_back(item))  # type: ignore[misc]
                 break
             self.handle(received)
             handled += 1
+        self._protect(False)
         log.info("stopped after %d messages", handled)
         return handled
+
+    def _protect(self, on: bool) -> None:
+        if self.member is not None:
+            self.member.protect(on)
 
     def policies(self) -> dict[str, tuple[int, str] | None]:
         """Each served queue's redrive policy ``(maxReceiveCount, DLQ URL)``, read once SQS answers."""
@@ -169,6 +215,16 @@ class Worker:
             }
             log.info("redrive policies: %s", self._policies)
         return self._policies
+
+    def depth(self) -> dict[tuple[str, bool], tuple[int, int]]:
+        """(visible, in flight) of each served queue and of its dead-letter queue, for /metrics."""
+        found = {}
+        for name, url in self.consumer.queues.items():
+            found[name, False] = self.consumer.depth(url)
+            policy = self.policies().get(name)
+            if policy is not None:
+                found[name, True] = self.consumer.depth(policy[1])
+        return found
 
     # ------------------------------------------------------------------ one message
 
@@ -200,7 +256,10 @@ class Worker:
             if self.state.cancel_requested(attempt.job_id):
                 raise Cancelled("the job was cancelled")
             attempt.cancel_marker = lambda: self.state.cancel_requested(attempt.job_id)
-            self.current = Current(attempt.job_id, task.name)
+            self.current = Current(attempt.job_id, task.name, attempt.job.stage.stage if attempt.job.stage
+                                   else "whole", started=time.monotonic())  # fmt: skip
+            metrics.RUNNING.labels(task.name, self.current.stage).set(1)
+            metrics.PROGRESS_TIME.set(time.time())
             with Heartbeat(
                 self.consumer.sqs,
                 attempt.received.queue_url,
@@ -220,6 +279,9 @@ class Worker:
             self._fail(attempt, error)
         finally:
             metrics.JOB_SECONDS.observe(time.monotonic() - attempt.started)
+            if self.current is not None:
+                metrics.RUNNING.labels(self.current.task, self.current.stage).set(0)
+            metrics.PROGRESS_TIME.set(0)
             self.current = None
 
     def _complete(self, attempt: Attempt, record: dict[str, Any]) -> None:
@@ -327,6 +389,9 @@ class Worker:
         )
 
     def _progress(self, attempt: Attempt, update: Progress) -> None:
+        if self.current is not None:
+            self.current.fraction = update.fraction
+        metrics.PROGRESS_TIME.set(time.time())
         if attempt.channel is None:
             return
         percent = min(99, int(update.fraction * 100))

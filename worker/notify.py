@@ -43,6 +43,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from errors import ErrorCode, VidworkerError
+from worker import metrics
 from worker.retries import backoff
 
 log = logging.getLogger(__name__)
@@ -217,10 +218,12 @@ class Notifier:
         for attempt in range(self.attempts):
             outcome = self._attempt(url, payload, event_id)
             if not outcome.retry:
+                metrics.CALLBACKS.labels("delivered" if outcome.delivered else "failed").inc()
                 return Reply(outcome.delivered, outcome.status, outcome.cancel, attempt + 1)
             if attempt + 1 < self.attempts:
                 self._sleep(self._delay(attempt))
         log.warning("callback %s event %s: gave up after %d attempts", _redact(url), event_id, self.attempts)
+        metrics.CALLBACKS.labels("failed").inc()
         return Reply(False, outcome.status, False, self.attempts)
 
     def progress_channel(

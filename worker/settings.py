@@ -168,6 +168,15 @@ class Settings(BaseSettings):
     ffmpeg_max_file_bytes: int = Field(64 * 1024**3, validation_alias="FFMPEG_MAX_FILE_BYTES", ge=0, le=2**50)
     ffmpeg_max_cpu_seconds: int = Field(_WEEK, validation_alias="FFMPEG_MAX_CPU_SECONDS", ge=0, le=365 * _DAY)
     video_codecs: _Codecs = Field(None, validation_alias="MEDIA_VIDEO_CODECS")  # None: media.probe's list
+    # A fleet (deploy/aws): protection from scale-in while a job is in hand, spot and scale-in notices
+    fleet: bool = Field(False, validation_alias="WORKER_FLEET")
+    autoscaling_group: str | None = Field(None, validation_alias="WORKER_AUTOSCALING_GROUP")
+    lifecycle_hook: str | None = Field(None, validation_alias="WORKER_LIFECYCLE_HOOK")
+    spot_margin_seconds: float = Field(30.0, validation_alias="WORKER_SPOT_MARGIN_SECONDS", ge=0, le=120)
+    metadata_endpoint: _HttpUrl = Field(
+        "http://169.254.169.254", validation_alias="AWS_EC2_METADATA_SERVICE_ENDPOINT"
+    )
+    callback_secret_parameter: str | None = Field(None, validation_alias="CALLBACK_SECRET_PARAMETER")
 
     @field_validator("allowed_buckets")
     @classmethod
@@ -250,6 +259,8 @@ def load(env: Mapping[str, str] | None = None, *, cuda: bool = False) -> Setting
     if any(settings.jobs_prefix.startswith(prefix) or prefix.startswith(settings.jobs_prefix)
            for prefix in settings.output_prefixes):  # fmt: skip
         raise ConfigError("WORKER_JOBS_PREFIX must not overlap OUTPUT_PREFIXES")
+    if settings.callback_secret and settings.callback_secret_parameter:
+        raise ConfigError("set CALLBACK_SECRET or CALLBACK_SECRET_PARAMETER, not both")
     if settings.heartbeat_seconds >= settings.visibility_timeout:
         raise ConfigError("WORKER_HEARTBEAT_SECONDS must be below WORKER_VISIBILITY_TIMEOUT")
     return settings

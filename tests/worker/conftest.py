@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,3 +51,12 @@ def _stack(moto_server: EmbeddedAWS, tmp_path: Path, *, fifo: bool) -> Iterator[
     tmp = tmp_path / "tmp"
     assert wait_until(lambda: processes_using(tmp) == [], 10), processes_using(tmp)
     assert not tmp.exists() or list(tmp.iterdir()) == [], "a job directory was left behind"
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nothing listens on (as the metadata address off EC2: refused at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

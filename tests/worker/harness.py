@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from tests.conftest import ROOT, mirror_dir
 from worker.embedded import CallbackReceiver, EmbeddedAWS, serve
@@ -78,6 +78,10 @@ class FaultProxy:
     seen: list[tuple[str, str]] = field(default_factory=list)
     sqs_faults: dict[str, tuple[str, int]] = field(default_factory=dict)
     """SQS action (``ChangeMessageVisibility``) → (error code answered, how many more times)."""
+    stubs: dict[str, bytes] = field(default_factory=dict)
+    """Query-protocol action (``CompleteLifecycleAction``, which moto lacks) → the reply the proxy gives."""
+    stubbed: list[dict[str, str]] = field(default_factory=list)
+    """The parameters of every stubbed call, in order."""
 
     def __post_init__(self) -> None:
         target = urlsplit(self.upstream)
@@ -90,6 +94,12 @@ class FaultProxy:
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
                 action = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
+                form = dict(parse_qsl(body.decode("utf-8", "replace"))) if b"Action=" in body[:200] else {}
+                if form.get("Action") in outer.stubs:
+                    with lock:
+                        outer.stubbed.append(form)
+                    answer(self, 200, outer.stubs[form["Action"]], [("Content-Type", "text/xml")])
+                    return
                 with lock:
                     outer.seen.append((self.command, self.path))
                     inject = outer.failed < outer.budget and outer.rule(self.command, self.path)
