@@ -30,10 +30,17 @@ weights: venv
 demo: setup
 	$(PY) -m worker.demo
 
-lint: venv
+lint: venv $(VENV)/bin/promtool
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint Dockerfile.cpu Dockerfile.gpu
+	$(VENV)/bin/cfn-lint deploy/aws/vidworker.yaml
+	$(VENV)/bin/promtool check config deploy/prometheus/prometheus.yml
+	$(PY) scripts/check_dashboard.py deploy/grafana/vidworker.json --promtool $(VENV)/bin/promtool
+
+# promtool for the rule, config and dashboard checks: Debian's binary, not its server.
+$(VENV)/bin/promtool: scripts/install_promtool.sh | $(VENV)/.installed
+	bash scripts/install_promtool.sh $@
 
 typecheck: venv
 	$(VENV)/bin/mypy
