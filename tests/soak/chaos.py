@@ -21,7 +21,15 @@ and the queues are empty (or the deadline), stops everything and checks:
   else the one beside the output) disagrees with the stored output (size, SHA-256);
 * ``replaced_sources``: a source, cover or scenario with more than one version;
 * ``leftover_segments``: a segment object (``jobs/{jobId}/segments/*.ts``) of a split job
-  whose outcome is decided (every segment goes with the outcome, whatever it is).
+  whose outcome is decided (every segment goes with the outcome, whatever it is);
+* ``undrained_scale_ins``: a worker that saw its group terminate its instance and exited
+  cleanly without completing the lifecycle hook (or whose completion the group never got);
+* ``protected_at_end``: an instance still protected from scale-in once every worker
+  stopped cleanly (protection is on only while a job is in hand).
+
+The workers are instances of a moto Auto Scaling group (``WORKER_FLEET=true``), each with
+its own fake instance metadata service (tests/soak/instances.py): the killer also gives
+instances spot notices and scale-ins, after which the slot restarts as a fresh instance.
 
 It prints the seed and the kill rhythm first, details, then one ``soak:`` summary
 line, and exits 1 when an invariant above is broken or jobs were still queued at
@@ -50,6 +58,7 @@ from typing import Any
 from tests.conftest import mirror_dir
 from tests.soak.faults import ChaosProxy, FlakyBackend, quiet
 from tests.soak.fleet import Fleet, Killer
+from tests.soak.instances import Instances
 from tests.soak.plan import Expected, Message, Plan, build, legacy_record, make_inputs, readable_id
 from tests.worker.harness import wait_until
 from worker.embedded import CallbackReceiver, EmbeddedAWS
@@ -63,7 +72,7 @@ SOURCE_PREFIXES = ("uploads/", "covers/", "scenarios/")
 MAX_RECEIVES = 3
 ZEROS = (
     "lost", "replaced_outputs", "conflicting_terminal", "leaked_tmp", "orphan_processes",
-    "record_mismatch", "replaced_sources", "leftover_segments",
+    "record_mismatch", "replaced_sources", "leftover_segments", "undrained_scale_ins", "protected_at_end",
 )  # fmt: skip
 
 
@@ -172,6 +181,7 @@ class Soak:
         proxy: ChaosProxy | None = None
         fleet: Fleet | None = None
         killer: Killer | None = None
+        instances: Instances | None = None
         try:
             aws.provision("soak", visibility=options.visibility, max_receives=MAX_RECEIVES)
             self.s3, self.sqs = aws.client("s3"), aws.client("sqs")
@@ -185,8 +195,11 @@ class Soak:
             self.receiver = receiver
             proxy = ChaosProxy(aws.endpoint, rate=options.s3_fault_rate, rng=random.Random(self.seed + 2))
             plan = build(options.jobs, self.seed, receiver.url)
-            fleet = Fleet(options.workers, worker_env(aws, proxy, receiver, self.root, options),
-                          self.root / "logs", restart_delay=options.restart_delay)  # fmt: skip
+            instances = Instances(aws, options.workers, random.Random(self.seed + 4))
+            self.instances = instances
+            env = worker_env(aws, proxy, receiver, self.root, options)
+            fleet = Fleet(options.workers, env, self.root / "logs", restart_delay=options.restart_delay,
+                          instances=instances)  # fmt: skip
             killer = Killer(fleet, random.Random(self.seed + 1), options.kill_every)
             self.say(f"soak: seed={self.seed} jobs={options.jobs} workers={options.workers} "
                      f"deadline={options.deadline:g}s run dir {self.root}")  # fmt: skip
@@ -224,6 +237,8 @@ class Soak:
                 receiver.stop()
             if proxy is not None:
                 proxy.stop()
+            if instances is not None:
+                instances.stop()
             aws.stop()
         for line in report.details:
             self.say(line)
@@ -497,9 +512,32 @@ class Soak:
         counts["orphan_processes"] = len(orphans())
         details += [f"  orphan process {line[:200]}" for line in orphans()]
 
+        self._fleet_checks(fleet, proxy, report)
         details.insert(0, self._overview(plan, fleet, killer, proxy, cancelled, dead_ids, len(leftover)))
         details[1:1] = self._digest(fleet)
         return report
+
+    def _fleet_checks(self, fleet: Fleet, proxy: ChaosProxy, report: Report) -> None:
+        """Scale-ins drained then completed; no protection left once the workers stopped cleanly."""
+        undrained = []
+        completed = Counter(proxy.completed)
+        needed: Counter[str] = Counter()
+        for life in fleet.lives:
+            text = life.text()
+            if "terminating this instance" not in text or life.rc != 0 or "SIGKILL" in life.signals:
+                continue
+            instance = self.instances.ids[life.slot]
+            needed[instance] += 1
+            if "lifecycle hook vidworker-drain completed" not in text:
+                undrained.append(f"  undrained scale-in: {life.log.name} exited without completing the hook")
+        undrained += [f"  undrained scale-in: the group got {completed[key]} of {n} completions for {key}"
+                      for key, n in needed.items() if completed[key] < n]  # fmt: skip
+        report.counts["undrained_scale_ins"] = len(undrained)
+        report.details.extend(undrained)
+        stuck = {self.instances.ids[life.slot] for life in fleet.stuck}
+        left = [instance for instance in self.instances.protected() if instance not in stuck]
+        report.counts["protected_at_end"] = len(left)
+        report.details.extend(f"  still protected from scale-in: {instance}" for instance in left)
 
     def _visible(self) -> int:
         total = 0

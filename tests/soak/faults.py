@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from tests.worker.harness import answer, relay
 from worker.embedded import serve
@@ -19,6 +19,10 @@ S3_FAULTS = (
     (503, "ServiceUnavailable", "injected by the soak"),
     (500, "InternalError", "We encountered an internal error. Please try again."),
 )
+
+LIFECYCLE_COMPLETED = b"""<CompleteLifecycleActionResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">
+<CompleteLifecycleActionResult/><ResponseMetadata><RequestId>soak</RequestId></ResponseMetadata>
+</CompleteLifecycleActionResponse>"""
 
 
 def quiet(server: ThreadingHTTPServer) -> None:
@@ -36,8 +40,10 @@ class ChaosProxy:
     """Forwards every request to ``upstream`` (moto); a seeded fraction ``rate`` of S3 requests
     gets an S3 500/503 (SlowDown, ServiceUnavailable, InternalError) instead.
 
-    SQS requests (``POST /``) pass untouched. Like tests.worker.harness.FaultProxy (whose
-    ``answer`` and ``relay`` it uses), but random.
+    SQS and Auto Scaling requests (``POST /``) pass untouched, except Auto Scaling's
+    CompleteLifecycleAction, which moto lacks: answered here and recorded in ``completed``
+    (instance ids, in order). Like tests.worker.harness.FaultProxy (whose ``answer`` and
+    ``relay`` it uses), but random.
     """
 
     def __init__(self, upstream: str, *, rate: float, rng: random.Random) -> None:
@@ -45,6 +51,7 @@ class ChaosProxy:
         self.rng = rng
         self.requests: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()
+        self.completed: list[str] = []
         self._lock = threading.Lock()
         target = urlsplit(upstream)
         outer = self
@@ -54,6 +61,11 @@ class ChaosProxy:
 
             def _forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
+                if body.startswith(b"Action=CompleteLifecycleAction"):
+                    with outer._lock:
+                        outer.completed.append(dict(parse_qsl(body.decode()))["InstanceId"])
+                    answer(self, 200, LIFECYCLE_COMPLETED, [("Content-Type", "text/xml")])
+                    return
                 fault = outer._fault(self.command, self.path)
                 if fault is None:
                     relay(self, target, body)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import ROOT
+from tests.soak.instances import Instances
 
 READY = "consuming "
 """Logged by the worker once its start-up is over (after it removed dead workers' scratch dirs)."""
@@ -49,8 +50,11 @@ class Life:
 
     @property
     def crashed(self) -> bool:
-        """Ended by itself: not by our SIGKILL, nor with 0 (or -15 before its handler) after our SIGTERM."""
+        """Ended by itself: not by our SIGKILL, nor with 0 (or -15 before its handler) after our SIGTERM,
+        nor with 0 after a notice that its instance is going (SPOT, SCALE-IN)."""
         if self.rc is None or (self.rc == -signal.SIGKILL and "SIGKILL" in self.signals):
+            return False
+        if self.rc == 0 and {"SPOT", "SCALE-IN"} & set(self.signals):
             return False
         return not ("SIGTERM" in self.signals and self.rc in (0, -signal.SIGTERM))
 
@@ -58,9 +62,13 @@ class Life:
 class Fleet:
     """``size`` worker slots; a slot whose worker exits gets a new one after ``restart_delay`` seconds."""
 
-    def __init__(self, size: int, env: dict[str, str], logs: Path, *, restart_delay: float = 1.0) -> None:
+    def __init__(
+        self, size: int, env: dict[str, str], logs: Path, *, restart_delay: float = 1.0,
+        instances: Instances | None = None,
+    ) -> None:  # fmt: skip
         self.size = size
         self.env = env
+        self.instances = instances
         self.logs = logs
         self.restart_delay = restart_delay
         self.lives: list[Life] = []
@@ -85,10 +93,11 @@ class Fleet:
                 return None
             number = sum(1 for life in self.lives if life.slot == slot)
             log = self.logs / f"worker{slot}-{number:03d}.log"
+            env = self.env if self.instances is None else {**self.env, **self.instances.env(slot)}
             with log.open("wb") as sink:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "worker", "run"],
-                    cwd=ROOT, env=self.env, stdout=sink, stderr=subprocess.STDOUT,
+                    cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
                 )  # fmt: skip
             life = Life(slot, number, proc, log, time.monotonic())
             self.lives.append(life)
@@ -101,7 +110,19 @@ class Fleet:
             if life is None:
                 return
             life.rc = life.proc.wait()
+            if self.instances is not None:
+                with self._lock:  # no notice can land between its exit and the clean slate
+                    self.instances.replaced(slot)
             self._stopping.wait(self.restart_delay)
+
+    def notify(self, life: Life, kind: str) -> bool:
+        """Tell ``life``'s instance it is going (``SPOT`` or ``SCALE-IN``), if it runs; True when told."""
+        with self._lock:
+            if not life.alive or self.instances is None:
+                return False
+            (self.instances.spot if kind == "SPOT" else self.instances.scale_in)(life.slot)
+            life.signals.append(kind)
+            return True
 
     def send(self, life: Life, number: signal.Signals) -> bool:
         """Signal ``life`` if it still runs; True when sent."""
@@ -166,12 +187,13 @@ class Fleet:
         return counts
 
 
-ACTIONS = ("SIGKILL", "SIGTERM", "SIGTERM+SIGTERM")
-WEIGHTS = (5, 3, 2)
+ACTIONS = ("SIGKILL", "SIGTERM", "SIGTERM+SIGTERM", "SPOT", "SCALE-IN")
+WEIGHTS = (5, 3, 2, 1, 1)
 
 
 class Killer(threading.Thread):
-    """Every ``uniform(*every)`` seconds, signal a random slot's worker: SIGKILL, SIGTERM, or SIGTERM twice.
+    """Every ``uniform(*every)`` seconds, signal a random slot's worker: SIGKILL, SIGTERM, SIGTERM twice,
+    or (when the fleet's workers are instances of a group) a spot notice or a scale-in of its instance.
 
     A worker still starting (loading torch takes seconds, more on a busy machine) is
     skipped: killed there, no worker would ever take a job. All draws are made
@@ -186,20 +208,30 @@ class Killer(threading.Thread):
         self.done: Counter[str] = Counter()
         self._halt = threading.Event()
 
+    @property
+    def actions(self) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """What may be done and how often: notices only to a fleet whose workers are instances."""
+        count = len(ACTIONS) if self.fleet.instances is not None else 3
+        return ACTIONS[:count], WEIGHTS[:count]
+
     def rhythm(self) -> str:
-        total = sum(WEIGHTS)
-        mix = ", ".join(f"{name} {weight / total:.0%}" for name, weight in zip(ACTIONS, WEIGHTS, strict=True))
+        actions, weights = self.actions
+        total = sum(weights)
+        mix = ", ".join(f"{name} {weight / total:.0%}" for name, weight in zip(actions, weights, strict=True))
         low, high = self.every
         return f"every uniform({low:g}, {high:g}) s a random worker of {self.fleet.size} (if up): {mix}"
 
     def run(self) -> None:
         while not self._halt.wait(self.rng.uniform(*self.every)):
             slot = self.rng.randrange(self.fleet.size)
-            action = self.rng.choices(ACTIONS, weights=WEIGHTS)[0]
+            action = self.rng.choices(*self.actions)[0]
             gap = self.rng.uniform(0.3, 1.5)  # two SIGTERMs at once would coalesce
             life = self.fleet.current[slot]
             if life is None or not life.ready():  # down, or still loading torch: let it start first
                 self.done["skipped (not up)"] += 1
+                continue
+            if action in ("SPOT", "SCALE-IN"):
+                self.done[action if self.fleet.notify(life, action) else "skipped (not up)"] += 1
                 continue
             first = signal.SIGKILL if action == "SIGKILL" else signal.SIGTERM
             if not self.fleet.send(life, first):
