@@ -36,6 +36,7 @@ lint: venv $(VENV)/bin/promtool
 	$(VENV)/bin/hadolint Dockerfile.cpu Dockerfile.gpu
 	$(VENV)/bin/cfn-lint deploy/aws/vidworker.yaml
 	$(VENV)/bin/promtool check config deploy/prometheus/prometheus.yml
+	$(VENV)/bin/promtool check rules deploy/prometheus/vidworker-rules.yml
 	$(PY) scripts/check_dashboard.py deploy/grafana/vidworker.json --promtool $(VENV)/bin/promtool
 
 # promtool for the rule, config and dashboard checks: Debian's binary, not its server.

@@ -226,6 +226,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         _, status = store.status(spec)
         ok &= not status.startswith("REFUSED")
         lines.append(f"weights    {spec.name}: {status}")
+    if settings.fleet:
+        metadata, member = _fleet(settings)
+        where = (
+            "not on EC2 (no instance metadata)" if metadata is None else "on EC2, no Auto Scaling group found"
+        )
+        if member is not None:
+            where = f"instance {member.instance_id} in Auto Scaling group {member.group}"
+        lines.append(f"fleet      {where}")
     sqs, s3 = _clients(settings)
     for name in settings.queues:
         try:

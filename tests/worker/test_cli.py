@@ -139,7 +139,8 @@ def launch(cli: Cli) -> None:
     altered.mkdir()
     (altered / "realesr-animevideov3.pth").write_bytes(b"not the released weights" * 100)
     weights = {"WEIGHTS_MIRROR": str(mirror_dir()), "WEIGHTS_DIR": str(cli.folder("weights"))}
-    unreachable = {"AWS_ENDPOINT_URL": UNREACHABLE, "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard"}
+    unreachable = {"AWS_ENDPOINT_URL": UNREACHABLE, "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard",
+                   "WORKER_FLEET": "true", "AWS_EC2_METADATA_SERVICE_ENDPOINT": UNREACHABLE}  # fmt: skip
     refused = {
         "WEIGHTS_DIR": str(altered),
         "WORKER_TMP_DIR": str(cli.folder("run-refused") / "tmp"),
@@ -293,6 +294,7 @@ def test_check_reports_an_unreachable_endpoint(cli: Cli) -> None:
     assert "queue      cpu: UNREACHABLE" in done.stdout
     assert f"bucket     {aws.bucket}: UNREACHABLE" in done.stdout
     assert "realesr-animevideov3: verified" in done.stdout  # the weights are not the problem
+    assert "fleet      not on EC2 (no instance metadata)" in done.stdout.splitlines()
     assert done.stdout.splitlines()[-1] == "PROBLEMS FOUND"
 
 
