@@ -149,8 +149,8 @@ class Worker:
         must still be uploaded); otherwise it is released at once, so another
         worker starts it now instead of after a lost lease.
         """
-        if notice.kind == "lifecycle" or notice.deadline is None:
-            self.stop()
+        if notice.kind == "lifecycle" or notice.deadline is None:  # a notice is never a second signal
+            self.stop(within=self.settings.drain_seconds)
             return
         now = time.monotonic()
         room = notice.deadline - now - self.settings.spot_margin_seconds
@@ -193,10 +193,10 @@ class Worker:
             if received is None:
                 self._protect(False)  # idle: the group may choose this instance to scale in
                 continue
-            self._protect(True)
             if self._stopping.is_set():  # arrived during the last long poll: not ours to start
                 self.settle("hand back", lambda item=received: self.consumer.hand_back(item))  # type: ignore[misc]
                 break
+            self._protect(True)
             self.handle(received)
             handled += 1
         self._protect(False)

@@ -343,3 +343,17 @@ def test_a_missing_secret_parameter_is_bad_configuration(
         _with_secret(settings)
     with pytest.raises(ConfigError, match="not both"):
         load(aws.environment(CALLBACK_SECRET_PARAMETER="/vidworker/none", CALLBACK_SECRET="x"), cuda=False)
+
+
+def test_a_scale_in_notice_after_sigterm_keeps_draining_rather_than_aborting(
+    aws: EmbeddedAWS, tmp_path: Path
+) -> None:
+    worker = paced_worker(aws, tmp_path, Paced(steps=10, step=0.2))
+    handled: list[int] = []
+    thread = threading.Thread(target=lambda: handled.append(worker.run(max_jobs=1)))
+    thread.start()
+    assert wait_until(lambda: worker.current is not None and worker.current.fraction >= 0.1, 20)
+    worker.stop()  # SIGTERM: drain
+    worker.notice(Notice("lifecycle", "the Auto Scaling group is terminating this instance"))
+    thread.join(20)
+    assert handled == [1] and worker.jobs_done == 1  # finished, not handed back
