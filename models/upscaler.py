@@ -31,9 +31,12 @@ from models.weights import WeightStore
 
 log = logging.getLogger(__name__)
 
-CALL_PIXELS = 1 << 20
+CALL_PIXELS = 3 << 19
 """Input pixels handed to one engine call at most, beyond the minimum (outputs are 16x that, in floats)."""
-CALL_FRAMES = 8
+CALL_FRAMES = 24
+"""Frames a call at most. Enough that what reuse leaves to compute splits evenly over the requests
+in flight: with two, an odd count leaves one window alone on one core (on threes, 8 frames a call
+compute 2 or 3, and every 3 costs as 4; 24 compute about 8)."""
 
 OOM_TILES = (256, 128, 64)
 """Tile sizes tried in turn after an out-of-memory error; 64 is the floor."""
