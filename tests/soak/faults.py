@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from tests.worker.harness import answer, relay
+from tests.worker.harness import LIFECYCLE_COMPLETED, answer, relay
 from worker.embedded import serve
 
 S3_FAULTS = (
@@ -19,10 +19,6 @@ S3_FAULTS = (
     (503, "ServiceUnavailable", "injected by the soak"),
     (500, "InternalError", "We encountered an internal error. Please try again."),
 )
-
-LIFECYCLE_COMPLETED = b"""<CompleteLifecycleActionResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">
-<CompleteLifecycleActionResult/><ResponseMetadata><RequestId>soak</RequestId></ResponseMetadata>
-</CompleteLifecycleActionResponse>"""
 
 
 def quiet(server: ThreadingHTTPServer) -> None:

@@ -12,6 +12,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 from tests.worker.fake_imds import FakeMetadata
+from tests.worker.harness import auto_scaling_group
 from worker.embedded import EmbeddedAWS
 
 GROUP = "soak-workers"
@@ -22,17 +23,7 @@ class Instances:
     def __init__(self, aws: EmbeddedAWS, size: int, rng: random.Random) -> None:
         self.aws = aws
         self.rng = rng
-        aws.client("ec2").create_launch_template(
-            LaunchTemplateName=GROUP,
-            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
-        )
-        scaling = aws.client("autoscaling")
-        scaling.create_auto_scaling_group(
-            AutoScalingGroupName=GROUP, LaunchTemplate={"LaunchTemplateName": GROUP}, MinSize=size,
-            MaxSize=size, DesiredCapacity=size, AvailabilityZones=["us-east-1a"],
-        )  # fmt: skip
-        [group] = scaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])["AutoScalingGroups"]
-        self.ids = [str(instance["InstanceId"]) for instance in group["Instances"]][:size]
+        self.ids = auto_scaling_group(aws, GROUP, size)
         self.metadata = [
             FakeMetadata(**{"instance-id": instance, "tags/instance/aws:autoscaling:groupName": GROUP})
             for instance in self.ids

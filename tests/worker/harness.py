@@ -18,12 +18,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
+from tasks import Resources, Task, TaskRegistry
 from tests.conftest import ROOT, mirror_dir
+from worker.consumer import Consumer
+from worker.daemon import Worker
 from worker.embedded import CallbackReceiver, EmbeddedAWS, serve
+from worker.notify import Notifier
+from worker.settings import load
+from worker.storage import Storage
 
 Rule = Callable[[str, str], bool]
 """``(method, path) -> bool``: whether the proxy should answer this request with a 503."""
 
+
+LIFECYCLE_COMPLETED = b"""<CompleteLifecycleActionResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">
+<CompleteLifecycleActionResult/><ResponseMetadata><RequestId>stub</RequestId></ResponseMetadata>
+</CompleteLifecycleActionResponse>"""
+"""Auto Scaling's answer to CompleteLifecycleAction, which moto lacks: proxies give it in moto's place."""
 
 _HOP = ("content-length", "transfer-encoding", "connection", "date", "server")
 """Reply headers a proxy must not copy as they are."""
@@ -276,3 +287,52 @@ def processes_using(path: Path) -> list[str]:
         if str(path) in command and state != "Z" and "pytest" not in command:
             found.append(command)
     return found
+
+
+def one_job_world(moto_server: EmbeddedAWS, prefix: str, job_id: str) -> EmbeddedAWS:
+    """Fresh queues and bucket on the shared moto server, a source, and one UPSCALE job queued on cpu."""
+    world = EmbeddedAWS.__new__(EmbeddedAWS)
+    world.server, world.endpoint = moto_server.server, moto_server.endpoint
+    world.queues, world.dead_letters = {}, {}
+    world.provision(f"{prefix}{uuid.uuid4().hex[:10]}", visibility=30, max_receives=3)
+    world.client("s3").put_object(Bucket=world.bucket, Key="uploads/a.mp4", Body=b"video")
+    world.client("sqs").send_message(
+        QueueUrl=world.queues["cpu"],
+        MessageBody=json.dumps({"jobId": job_id, "taskType": "UPSCALE", "sourceS3Key": "uploads/a.mp4"}),
+    )
+    return world
+
+
+def inprocess_worker(
+    aws: EmbeddedAWS, tmp_path: Path, task: Task[Any], *, resources: dict[str, Any] | None = None,
+    **variables: str,
+) -> Worker:  # fmt: skip
+    """A Worker in this process on ``aws``'s cpu queue that knows only ``task``; extra ``variables``."""
+    settings = load(aws.environment(WORKER_TMP_DIR=str(tmp_path / "tmp"), WORKER_WAIT_SECONDS="0",
+                                    WORKER_DLQ_WATCH_SECONDS="0", **variables), cuda=False)  # fmt: skip
+    registry = TaskRegistry()
+    registry.add(task)
+    return Worker(
+        settings,
+        consumer=Consumer(
+            aws.client("sqs"), {"cpu": aws.queues["cpu"]}, wait_seconds=0, visibility_timeout=30
+        ),
+        storage=Storage(aws.client("s3"), bucket=aws.bucket, allowed_buckets=frozenset({aws.bucket})),
+        notifier=Notifier(secret=None, allowed_hosts=frozenset(), allow_private=True),
+        resources=Resources(**(resources or {})),
+        tasks=registry,
+    )
+
+
+def auto_scaling_group(aws: EmbeddedAWS, name: str, size: int = 1) -> list[str]:
+    """An Auto Scaling group of ``size`` instances in moto (real moto EC2 instances); their ids."""
+    aws.client("ec2").create_launch_template(
+        LaunchTemplateName=name, LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"}
+    )
+    scaling = aws.client("autoscaling")
+    scaling.create_auto_scaling_group(
+        AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": name}, MinSize=size, MaxSize=size,
+        DesiredCapacity=size, AvailabilityZones=["us-east-1a"],
+    )  # fmt: skip
+    [group] = scaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
+    return [str(instance["InstanceId"]) for instance in group["Instances"]][:size]

@@ -20,22 +20,23 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from tasks import Resources, Task, TaskContext, TaskRegistry, TaskResult
+from tasks import Task, TaskContext, TaskResult
 from tests.conftest import Clips
 from tests.worker.fake_imds import FakeMetadata
-from tests.worker.harness import Stack, wait_until
+from tests.worker.harness import (
+    LIFECYCLE_COMPLETED,
+    Stack,
+    auto_scaling_group,
+    inprocess_worker,
+    one_job_world,
+    wait_until,
+)
 from worker.autoscaling import GroupMember
-from worker.consumer import ATTEMPTS, Consumer
+from worker.consumer import ATTEMPTS
 from worker.daemon import Worker
 from worker.embedded import EmbeddedAWS
 from worker.imds import InstanceMetadata, MetadataUnavailable, MetadataWatcher, Notice, spot_notice
-from worker.notify import Notifier
 from worker.settings import load
-from worker.storage import Storage
-
-COMPLETED = b"""<CompleteLifecycleActionResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">
-<CompleteLifecycleActionResult/><ResponseMetadata><RequestId>stub</RequestId></ResponseMetadata>
-</CompleteLifecycleActionResponse>"""
 
 
 @pytest.fixture
@@ -47,18 +48,8 @@ def imds() -> Iterator[FakeMetadata]:
 
 def group(aws: EmbeddedAWS, name: str) -> str:
     """A one-instance Auto Scaling group in moto; its instance's id."""
-    template = f"lt-{name}"
-    aws.client("ec2").create_launch_template(
-        LaunchTemplateName=template,
-        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
-    )
-    scaling = aws.client("autoscaling")
-    scaling.create_auto_scaling_group(
-        AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": template}, MinSize=1, MaxSize=1,
-        DesiredCapacity=1, AvailabilityZones=["us-east-1a"],
-    )  # fmt: skip
-    [found] = scaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
-    return str(found["Instances"][0]["InstanceId"])
+    [instance] = auto_scaling_group(aws, name)
+    return instance
 
 
 def protected(aws: EmbeddedAWS, instance: str) -> bool:
@@ -182,35 +173,12 @@ class Paced(Task[NoParams]):
 
 
 def paced_worker(aws: EmbeddedAWS, tmp_path: Path, task: Task[Any]) -> Worker:
-    variables = {"WORKER_TMP_DIR": str(tmp_path / "tmp"), "WORKER_WAIT_SECONDS": "0",
-                 "WORKER_DLQ_WATCH_SECONDS": "0", "WORKER_SPOT_MARGIN_SECONDS": "1"}  # fmt: skip
-    settings = load(aws.environment(**variables), cuda=False)
-    registry = TaskRegistry()
-    registry.add(task)
-    return Worker(
-        settings,
-        consumer=Consumer(
-            aws.client("sqs"), {"cpu": aws.queues["cpu"]}, wait_seconds=0, visibility_timeout=30
-        ),
-        storage=Storage(aws.client("s3"), bucket=aws.bucket, allowed_buckets=frozenset({aws.bucket})),
-        notifier=Notifier(secret=None, allowed_hosts=frozenset(), allow_private=True),
-        resources=Resources(),
-        tasks=registry,
-    )
+    return inprocess_worker(aws, tmp_path, task, WORKER_SPOT_MARGIN_SECONDS="1")
 
 
 @pytest.fixture
 def aws(moto_server: EmbeddedAWS) -> EmbeddedAWS:
-    world = EmbeddedAWS.__new__(EmbeddedAWS)
-    world.server, world.endpoint = moto_server.server, moto_server.endpoint
-    world.queues, world.dead_letters = {}, {}
-    world.provision(f"fl{uuid.uuid4().hex[:10]}", visibility=30, max_receives=3)
-    world.client("s3").put_object(Bucket=world.bucket, Key="uploads/a.mp4", Body=b"video")
-    world.client("sqs").send_message(
-        QueueUrl=world.queues["cpu"],
-        MessageBody='{"jobId": "spot-job", "taskType": "UPSCALE", "sourceS3Key": "uploads/a.mp4"}',
-    )
-    return world
+    return one_job_world(moto_server, "fl", "spot-job")
 
 
 def run_until_notice(worker: Worker, notice_in: float) -> tuple[threading.Thread, list[int]]:
@@ -246,22 +214,28 @@ def test_a_spot_notice_lets_a_job_finish_that_will_end_well_inside_it(
 # ---------------------------------------------------------------------- the daemon in a group, end to end
 
 
-def fleet_env(stack: Stack, imds: FakeMetadata, name: str) -> dict[str, str]:
-    stack.proxy.stubs["CompleteLifecycleAction"] = COMPLETED
+def in_a_group(stack: Stack, imds: FakeMetadata, clip: Path, job_id: str) -> tuple[str, str, dict[str, str]]:
+    """A one-instance group that ``imds`` speaks for, and ``clip`` queued as ``job_id``.
+
+    Returns the group's name, its instance and the variables of a worker in it.
+    """
+    name = f"g{uuid.uuid4().hex[:8]}"
+    imds.items["instance-id"] = instance = group(stack.aws, name)
     imds.items["tags/instance/aws:autoscaling:groupName"] = name
-    return {"WORKER_FLEET": "true", "WORKER_LIFECYCLE_HOOK": "vidworker-drain",
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint}  # fmt: skip
+    stack.proxy.stubs["CompleteLifecycleAction"] = LIFECYCLE_COMPLETED
+    stack.upload(clip, f"uploads/{job_id}.mp4")
+    stack.enqueue(job_id, f"uploads/{job_id}.mp4")
+    env = {"WORKER_FLEET": "true", "WORKER_LIFECYCLE_HOOK": "vidworker-drain",
+           "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint}  # fmt: skip
+    return name, instance, env
 
 
 @pytest.mark.slow
 def test_scale_in_drains_the_job_then_completes_the_lifecycle_action(
     stack: Stack, clips: Clips, imds: FakeMetadata
 ) -> None:
-    name = f"g{uuid.uuid4().hex[:8]}"
-    imds.items["instance-id"] = instance = group(stack.aws, name)
-    stack.upload(clips("audio"), "uploads/s.mp4")
-    stack.enqueue("scalein", "uploads/s.mp4")
-    worker = stack.start(**fleet_env(stack, imds, name))
+    name, instance, env = in_a_group(stack, imds, clips("audio"), "scalein")
+    worker = stack.start(**env)
     stack.wait_for_status("scalein", "PROCESSING")
     assert wait_until(lambda: protected(stack.aws, instance), 10)  # busy: not a scale-in candidate
     imds.items["autoscaling/target-lifecycle-state"] = "Terminated"
@@ -279,11 +253,8 @@ def test_scale_in_drains_the_job_then_completes_the_lifecycle_action(
 def test_a_spot_notice_releases_a_long_job_at_once_and_the_next_worker_finishes_it(
     stack: Stack, clips: Clips, imds: FakeMetadata
 ) -> None:
-    name = f"g{uuid.uuid4().hex[:8]}"
-    imds.items["instance-id"] = group(stack.aws, name)
-    stack.upload(clips("clip60"), "uploads/p.mp4")  # 600 frames: longer than a metadata poll
-    stack.enqueue("spot", "uploads/p.mp4")
-    worker = stack.start(**fleet_env(stack, imds, name), WORKER_SPOT_MARGIN_SECONDS="60")
+    _, _, env = in_a_group(stack, imds, clips("clip60"), "spot")  # 600 frames: longer than a metadata poll
+    worker = stack.start(**env, WORKER_SPOT_MARGIN_SECONDS="60")
     stack.wait_for_status("spot", "PROCESSING")
     when = (datetime.now(UTC) + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")  # inside the margin
     imds.items["spot/instance-action"] = f'{{"action": "terminate", "time": "{when}"}}'
@@ -299,12 +270,9 @@ def test_a_spot_notice_releases_a_long_job_at_once_and_the_next_worker_finishes_
 def test_a_worker_started_on_a_terminating_instance_takes_no_job(
     stack: Stack, clips: Clips, imds: FakeMetadata
 ) -> None:
-    name = f"g{uuid.uuid4().hex[:8]}"
-    imds.items["instance-id"] = group(stack.aws, name)
+    _, _, env = in_a_group(stack, imds, clips("audio"), "late")
     imds.items["autoscaling/target-lifecycle-state"] = "Terminated"
-    stack.upload(clips("audio"), "uploads/t.mp4")
-    stack.enqueue("late", "uploads/t.mp4")
-    worker = stack.start(**fleet_env(stack, imds, name))
+    worker = stack.start(**env)
     assert worker.wait(60) == 0
     assert stack.queue_counts("cpu") == (1, 0)  # untouched
     assert len(stack.proxy.stubbed) == 1

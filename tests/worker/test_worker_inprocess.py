@@ -12,21 +12,17 @@ from pydantic import BaseModel
 from models import DeviceError, DeviceLost
 from tasks import (
     InvalidParameters,
-    Resources,
     Task,
     TaskContext,
-    TaskRegistry,
     TaskResult,
     UpscaleParams,
     UpscaleTask,
 )
 from tests.conftest import Clips
-from worker.consumer import ATTEMPTS, Consumer
+from tests.worker.harness import inprocess_worker, one_job_world
+from worker.consumer import ATTEMPTS
 from worker.daemon import EXIT_DEVICE_LOST, Worker
 from worker.embedded import EmbeddedAWS
-from worker.notify import Notifier
-from worker.settings import load
-from worker.storage import Storage
 
 
 class NoParams(BaseModel):
@@ -49,33 +45,12 @@ class Broken(Task[NoParams]):
 def worker_for(
     aws: EmbeddedAWS, tmp_path: Path, error: Exception, task: Task[Any] | None = None, **resources: Any
 ) -> Worker:
-    settings = load(aws.environment(WORKER_TMP_DIR=str(tmp_path / "tmp"), WORKER_WAIT_SECONDS="0",
-                                    WORKER_DLQ_WATCH_SECONDS="0"), cuda=False)  # fmt: skip
-    sqs, s3 = aws.client("sqs"), aws.client("s3")
-    registry = TaskRegistry()
-    registry.add(task or Broken(error))
-    return Worker(
-        settings,
-        consumer=Consumer(sqs, {"cpu": aws.queues["cpu"]}, wait_seconds=0, visibility_timeout=30),
-        storage=Storage(s3, bucket=aws.bucket, allowed_buckets=frozenset({aws.bucket})),
-        notifier=Notifier(secret=None, allowed_hosts=frozenset(), allow_private=True),
-        resources=Resources(**resources),
-        tasks=registry,
-    )
+    return inprocess_worker(aws, tmp_path, task or Broken(error), resources=resources)
 
 
 @pytest.fixture
 def aws(moto_server: EmbeddedAWS) -> EmbeddedAWS:
-    world = EmbeddedAWS.__new__(EmbeddedAWS)
-    world.server, world.endpoint = moto_server.server, moto_server.endpoint
-    world.queues, world.dead_letters = {}, {}
-    world.provision(f"ip{uuid.uuid4().hex[:10]}", visibility=30, max_receives=3)
-    world.client("s3").put_object(Bucket=world.bucket, Key="uploads/a.mp4", Body=b"video")
-    world.client("sqs").send_message(
-        QueueUrl=world.queues["cpu"],
-        MessageBody='{"jobId": "gpu-job", "taskType": "UPSCALE", "sourceS3Key": "uploads/a.mp4"}',
-    )
-    return world
+    return one_job_world(moto_server, "ip", "gpu-job")
 
 
 def visible(aws: EmbeddedAWS) -> list[dict[str, Any]]:
