@@ -273,8 +273,6 @@ class Worker:
                     self._delete(attempt)
                     return
                 self._complete(attempt, record)
-            if attempt.job.stage is not None:  # a merge completed: a job run whole never had segments
-                self.settle("remove segments", lambda: self.splitter.cleanup(attempt.job_id))
         except Exception as error:
             self._fail(attempt, error)
         finally:
@@ -298,10 +296,21 @@ class Worker:
                 attempt.heartbeat.stop()  # or its next beat would hide the message again
             self.settle("retry later", lambda: self.consumer.retry_later(attempt.received, 1))
             return
+        if attempt.job.stage is not None:  # a merge completed: a job run whole never had segments
+            self._remove_segments(attempt.job_id)
         self._delete(attempt)
         self.jobs_done += 1
         metrics.JOBS.labels(attempt.task, "COMPLETED").inc()
         log.info("completed; message deleted")
+
+    def _remove_segments(self, job_id: str) -> None:
+        """The job's outcome is decided: its segments go, before its message does.
+
+        In that order a worker killed in between leaves the message, whose
+        redelivery replays the outcome and removes them; the other way round
+        nothing would come back for them.
+        """
+        self.settle("remove segments", lambda: self.splitter.cleanup(job_id))
 
     def _delete(self, attempt: Attempt) -> None:
         """The try is settled: stop extending the message (no beat may meet it deleted), then delete it."""
@@ -335,8 +344,8 @@ class Worker:
             terminal = self.state.decide(attempt.job_id, attempt.lifetime, Status.COMPLETED, record)
         log.info("the job's outcome is already %s; re-sending it instead of reprocessing", terminal.status)
         self.deliver(attempt.callback, terminal)
+        self._remove_segments(attempt.job_id)
         self._delete(attempt)
-        self.settle("remove segments", lambda: self.splitter.cleanup(attempt.job_id))
         return True
 
     def _produce(self, attempt: Attempt, task: Task[Any], params: Any) -> dict[str, Any] | None:
@@ -466,9 +475,9 @@ class Worker:
             attempt.received, attempt.job_id, attempt.callback, body
         ):
             decision = Decision(Action.RETRY, 1, None, decision.code, True)  # undecided: never drop it
-        self.settle(str(decision.action), lambda: self._apply(attempt.received, decision))
         if decision.terminal is not None:
-            self.settle("remove segments", lambda: self.splitter.cleanup(attempt.job_id))
+            self._remove_segments(attempt.job_id)
+        self.settle(str(decision.action), lambda: self._apply(attempt.received, decision))
         if decision.code == ErrorCode.DEVICE_LOST:
             self.exit_code = EXIT_DEVICE_LOST
             self.stop(cold=True)
