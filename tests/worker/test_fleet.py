@@ -234,7 +234,7 @@ def in_a_group(stack: Stack, imds: FakeMetadata, clip: Path, job_id: str) -> tup
 def test_scale_in_drains_the_job_then_completes_the_lifecycle_action(
     stack: Stack, clips: Clips, imds: FakeMetadata
 ) -> None:
-    name, instance, env = in_a_group(stack, imds, clips("audio"), "scalein")
+    name, instance, env = in_a_group(stack, imds, clips("clip20"), "scalein")  # outlasts the checks
     worker = stack.start(**env)
     stack.wait_for_status("scalein", "PROCESSING")
     assert wait_until(lambda: protected(stack.aws, instance), 10)  # busy: not a scale-in candidate

@@ -112,12 +112,15 @@ def test_the_same_job_delivered_twice_at_once_is_published_once(stack: Stack, cl
 
 
 def test_a_lost_lease_stops_the_job_before_publishing(stack: Stack, clips: Clips) -> None:
-    """moto accepts stale receipt handles, so the fault proxy answers one extension as SQS would."""
+    """moto accepts stale receipt handles, so the fault proxy answers one extension as SQS would.
+
+    The fault is armed before the worker starts: only the heartbeat extends a running job's message, so
+    its first beat (one second in) is the one refused, however fast the job runs on this box.
+    """
     stack.upload(clips("clip6"), "uploads/a.mp4")
     stack.send_raw(job("lease"))
-    worker = stack.start()
-    stack.wait_for_status("lease", "PROCESSING")
     stack.proxy.fail_sqs("ChangeMessageVisibility", "ReceiptHandleIsInvalid", times=1)
+    worker = stack.start()
     assert wait_until(lambda: "lease lost" in worker.text(), 30), worker.text()[-2000:]
     assert wait_until(lambda: "LEASE_LOST" in worker.text(), 30), worker.text()[-2000:]
     assert stack.keys() == [] and stack.receiver.of("lease", "FAILED") == []
