@@ -61,6 +61,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 bench: setup $(VENV)/.bench-installed
 	$(PY) -m bench.engine
 	$(PY) -m bench.e2e
+	$(PY) -m bench.startup
 	$(PY) -m bench.reuse
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.captions

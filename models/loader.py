@@ -1,8 +1,8 @@
 """Load a verified weights file into a spandrel model descriptor.
 
 Pickles are never executed: ``torch.load(weights_only=True)``. The loaded
-architecture and scale must match the registry entry, so a file renamed to
-another model's name is refused rather than run.
+architecture, scale and input size multiple must match the registry entry, so a
+file renamed to another model's name is refused rather than run.
 """
 
 from __future__ import annotations
@@ -36,5 +36,8 @@ def load_descriptor(spec: ModelSpec, path: Path) -> spandrel.ImageModelDescripto
         raise WeightsInvalid(
             f"{path} holds a {found[0]} x{found[1]} network; {spec.name} is {spec.arch} x{spec.scale}"
         )
+    multiple = max(1, int(descriptor.size_requirements.multiple_of))
+    if multiple != spec.multiple:  # the engine pads by the registry's figure without loading the module
+        raise WeightsInvalid(f"{path} needs sizes in multiples of {multiple}, not {spec.multiple}")
     descriptor.model.eval()
     return descriptor

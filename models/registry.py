@@ -36,6 +36,9 @@ class ModelSpec:
     cpu_cost: float
     """Seconds per input megapixel of one frame on the CPU (``bench/models.py``: 2 threads of the
     AVX-512 box, fp32): the planner's estimate until a worker has measured its own."""
+    multiple: int = 1
+    """The network's input height and width must be multiples of this (RRDBNet x2 unshuffles by 2 twice):
+    known here so an engine served from a converted model never loads the torch module to learn it."""
 
 
 class ModelRegistry:
@@ -94,6 +97,7 @@ MODELS.add(
         reach=None,
         description="RRDBNet, 23 blocks, native 2x",
         cpu_cost=33.0,  # 0.26 x x4plus's, measured on the AMD EPYC box (the Intel box did not time it)
+        multiple=4,
     )
 )
 MODELS.add(

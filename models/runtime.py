@@ -16,6 +16,11 @@ batches at once (``in_flight``); the engine hands it as many as it has.
 ``WORKER_RUNTIME=auto`` takes OpenVINO on a CPU where it loads and torch
 elsewhere; a runtime that cannot load a model falls back to torch with a
 warning, never an error: a job is never refused for the runtime's sake.
+
+The torch module comes from a :data:`ModuleSource`, called only when a path
+needs it: torch runs it, or OpenVINO has no cached IR to read. An engine
+served from the cache never builds it, nor imports spandrel (whose
+architectures pull torchvision and ``torch._dynamo``: about 2 s of start-up).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from models.errors import ModelError
+
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "openvino")
@@ -39,6 +46,8 @@ OPENVINO_REQUESTS = 2
 """Asynchronous infer requests: two frames or tiles in flight (measured steadiest on 2 cores)."""
 
 Network = Callable[[torch.Tensor], torch.Tensor]
+ModuleSource = Callable[[], torch.nn.Module]
+"""Builds (or returns the already built) torch module at its device and dtype; may raise ModelError."""
 
 
 class Runtime(Protocol):
@@ -77,10 +86,8 @@ class OpenVinoRuntime:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(
-        cls, network: torch.nn.Module, key: str, cache: Path | None, threads: int | None
-    ) -> OpenVinoRuntime:
-        """Convert (or read the cached IR of) ``network``; ``key`` names the weights (their sha256)."""
+    def load(cls, module: ModuleSource, key: str, cache: Path | None, threads: int | None) -> OpenVinoRuntime:
+        """Read the cached IR named by ``key`` (model and weights' sha256), else convert ``module()``."""
         import openvino as ov
 
         core = ov.Core()
@@ -93,7 +100,7 @@ class OpenVinoRuntime:
             model = core.read_model(ir)
         else:
             example = torch.zeros(1, 3, 64, 64)
-            model = ov.convert_model(network, example_input=example, input=[-1, 3, -1, -1])
+            model = ov.convert_model(module(), example_input=example, input=[-1, 3, -1, -1])
             if ir is not None:
                 _save_ir(ov, model, ir)
         runtime = cls(model, core, threads)
@@ -172,7 +179,7 @@ def default_cache() -> Path:
 
 def choose_runtime(
     requested: str,
-    network: torch.nn.Module,
+    module: ModuleSource,
     device: torch.device,
     *,
     key: str,
@@ -183,18 +190,19 @@ def choose_runtime(
     choice = requested.strip().lower()
     if choice not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {requested!r}")
-    torch_runtime = TorchRuntime(network)
     if choice == "torch" or (choice == "auto" and device.type != "cpu"):
-        return torch_runtime, []
+        return TorchRuntime(module()), []
     if device.type != "cpu":
-        return torch_runtime, [f"runtime {choice} runs on the CPU only; running torch on {device.type}"]
+        warning = f"runtime {choice} runs on the CPU only; running torch on {device.type}"
+        return TorchRuntime(module()), [warning]
     try:
-        return OpenVinoRuntime.load(network, key, cache, threads), []
+        return OpenVinoRuntime.load(module, key, cache, threads), []
+    except ModelError:  # the weights themselves do not load: no runtime can serve them
+        raise
     except Exception as error:  # any failure to convert or compile: torch serves instead
         log.warning("OpenVINO cannot run this model (%s); using torch", error)
-        if choice == "auto":
-            return torch_runtime, []
-        return torch_runtime, [f"OpenVINO unavailable ({type(error).__name__}: {error}); running torch"]
+        said = f"OpenVINO unavailable ({type(error).__name__}: {error}); running torch"
+        return TorchRuntime(module()), [] if choice == "auto" else [said]
 
 
 def describe(requested: str, device: str) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
 import numpy as np
-import spandrel
 import torch
 import torch.nn.functional as F
 
@@ -22,10 +23,9 @@ from models.device import (
     tune_cpu,
 )
 from models.errors import DeviceError, InferenceFailed, OutOfMemory, UnsupportedScale
-from models.loader import load_descriptor
 from models.registry import DEFAULT_MODEL, MODELS, ModelSpec
 from models.reuse import ReuseState, same_window
-from models.runtime import Runtime, TorchRuntime, choose_runtime, default_cache
+from models.runtime import ModuleSource, Runtime, TorchRuntime, choose_runtime, default_cache
 from models.tiling import TilePlan, Window, feather_weights, plan_tiles
 from models.weights import WeightStore
 
@@ -111,15 +111,16 @@ class Upscaler:
 
     The network sees float tensors ``(B, 3, h, w)`` in 0-1 on ``device`` in
     fp16 (CUDA) or fp32, under ``torch.inference_mode()``, through ``runtime``
-    (:mod:`models.runtime`); every call's ``B`` is ``batch_size``.
+    (:mod:`models.runtime`); every call's ``B`` is ``batch_size``. The torch
+    module is built when first needed (:attr:`network`): never, for an engine
+    whose runtime reads a converted model from its cache.
     """
 
     def __init__(
         self,
         spec: ModelSpec,
-        network: Network,
+        module: ModuleSource,
         *,
-        size_multiple: int,
         device: torch.device,
         dtype: torch.dtype,
         scale: int,
@@ -131,8 +132,8 @@ class Upscaler:
     ) -> None:
         check_scale(spec, scale)
         self.spec = spec
-        self.network = network
-        self.runtime: Runtime = runtime or TorchRuntime(network)
+        self._module = module
+        self.runtime: Runtime = runtime or TorchRuntime(module())
         self.device = device
         self.dtype = dtype
         self.scale = scale
@@ -141,7 +142,7 @@ class Upscaler:
         self.batch_size = max(1, batch_size)
         self.oom_retries = 0  # since the engine was loaded: every call, every job
         self._load_warnings = tuple(warnings)
-        self._multiple = max(1, size_multiple)
+        self._multiple = spec.multiple
         self._crop = spec.reach is not None and pad >= spec.reach
         self._weights: dict[tuple[int, int, int], tuple[list[torch.Tensor], torch.Tensor]] = {}
 
@@ -157,23 +158,25 @@ class Upscaler:
             tune_cpu(config.threads)
         else:
             torch.backends.cudnn.benchmark = True
-        descriptor = load_descriptor(spec, weights.path)
-        model = descriptor.model.to(device=device, memory_format=torch.channels_last)
+        fp32 = functools.cache(functools.partial(_load_module, spec, weights.path, device))
         dtype = torch.float32
         if device.type == "cuda" and (defaults.half if config.half is None else config.half):
-            dtype, warning = _choose_half(model, device)
+            dtype, warning = _choose_half(fp32(), device)
             warnings.extend(warning)
-        model = model.to(dtype=dtype)
+
+        @functools.cache
+        def module() -> torch.nn.Module:
+            return fp32().to(dtype=dtype)
+
         key = f"{spec.name}-{weights.sha256[:16]}"
         runtime, runtime_warnings = choose_runtime(
-            config.runtime, model, device, key=key, cache=default_cache(), threads=config.threads
+            config.runtime, module, device, key=key, cache=default_cache(), threads=config.threads
         )
         warnings.extend(runtime_warnings)
         pad = config.pad if config.pad is not None else max(defaults.pad, spec.reach or FEATHER_PAD)
         return cls(
             spec,
-            cast(Network, model),
-            size_multiple=_size_multiple(descriptor),
+            module,
             device=device,
             dtype=dtype,
             scale=config.scale,
@@ -183,6 +186,11 @@ class Upscaler:
             runtime=runtime,
             warnings=warnings,
         )
+
+    @property
+    def network(self) -> Network:
+        """The torch module, built on first use."""
+        return cast(Network, self._module())
 
     @property
     def info(self) -> UpscalerInfo:
@@ -405,8 +413,12 @@ def _window_of(x: torch.Tensor, index: int, window: Window) -> torch.Tensor:
     return x[index : index + 1, :, rows.start : rows.stop, cols.start : cols.stop]
 
 
-def _size_multiple(descriptor: spandrel.ImageModelDescriptor[torch.nn.Module]) -> int:
-    return max(int(descriptor.size_requirements.multiple_of), 1)
+def _load_module(spec: ModelSpec, path: Path, device: torch.device) -> torch.nn.Module:
+    """``spec``'s torch module from ``path``, fp32, channels-last on ``device``."""
+    from models.loader import load_descriptor  # spandrel: imported only by an engine that needs the module
+
+    module: torch.nn.Module = load_descriptor(spec, path).model
+    return module.to(device).to(memory_format=torch.channels_last)
 
 
 def _choose_half(model: torch.nn.Module, device: torch.device) -> tuple[torch.dtype, list[str]]:

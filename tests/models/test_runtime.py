@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import torch
 from models import Upscaler, UpscalerConfig, WeightStore
 from models.runtime import OpenVinoRuntime, TorchRuntime, choose_runtime, describe
 from models.weights import sha256_of
+from tests.conftest import ROOT, mirror_dir
 from tests.models.rrdb_weights import write_rrdbnet
 
 ONE_STEP = 1  # 1/255: what a runtime may change, at the same tiling and precision
@@ -89,6 +93,34 @@ def test_the_converted_model_is_cached_on_disk_and_read_back(
     assert np.array_equal(first(frames), second(frames))
 
 
+FROM_CACHE = """
+import sys
+import numpy as np
+from models import Upscaler, UpscalerConfig
+from models.__main__ import store_from_env
+engine = Upscaler.create(UpscalerConfig("realesr-animevideov3", scale=2, device="cpu"), store_from_env())
+out = engine(np.full((16, 16, 3), 128, np.uint8))
+print(engine.info.runtime, out.shape, [name for name in ("spandrel", "torch._dynamo") if name in sys.modules])
+"""
+
+
+def test_an_engine_served_from_the_cache_never_builds_the_torch_module(
+    real_store: WeightStore, tmp_path: Path
+) -> None:
+    """Nor imports spandrel, whose architectures pull torchvision and torch._dynamo (~2 s of start-up)."""
+    env = {**os.environ, "WORKER_RUNTIME_CACHE": str(tmp_path), "WEIGHTS_MIRROR": str(mirror_dir())}
+
+    def run() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", FROM_CACHE], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run() == "openvino (32, 32, 3) ['spandrel', 'torch._dynamo']"  # converted: the module was needed
+    assert run() == "openvino (32, 32, 3) []"  # read back: never built
+
+
 def test_an_unwritable_cache_still_runs(
     real_store: WeightStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,7 +149,9 @@ def test_a_model_openvino_cannot_load_runs_on_torch(
 
 
 def test_openvino_on_a_gpu_device_is_torch_with_a_warning() -> None:
-    network = torch.nn.Identity()
+    def network() -> torch.nn.Module:
+        return torch.nn.Identity()
+
     runtime, warnings = choose_runtime(
         "openvino", network, torch.device("cuda"), key="k", cache=None, threads=None
     )
