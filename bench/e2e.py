@@ -173,6 +173,12 @@ def serve_inference(clip: Path) -> int:
 # ---------------------------------------------------------------- parent: clip, rounds, report
 
 
+def box_line() -> str:
+    """The ``CPU: ...`` line every figure is printed under: model, AVX-512 or not, usable cores."""
+    name, avx512 = cpu_name()
+    return f"CPU: {name}; avx512f: {'yes' if avx512 else 'no'}; {len(os.sched_getaffinity(0))} usable cores"
+
+
 def cpu_name() -> tuple[str, bool]:
     """``model name`` from /proc/cpuinfo and whether its flags have avx512f."""
     name, avx512 = "unknown", False
@@ -239,7 +245,6 @@ def report(
     output_frames: list[int],
     elapsed: float,
 ) -> None:
-    name, avx512 = cpu_name()
     wall = {case: statistics.median(run.wall_s for run in runs[case]) for case in CASES}
     cpu = {case: statistics.median(run.cpu_s for run in runs[case]) for case in CASES}
     frames = output_frames[-1]
@@ -247,8 +252,7 @@ def report(
         print(f"warning: inference child ran {[row['frames'] for row in inference]} frames, output {frames}")
     last = inference[-1]
     runtime = os.environ.get("WORKER_RUNTIME") or "unset"
-    cores = len(os.sched_getaffinity(0))
-    print(f"CPU: {name}; avx512f: {'yes' if avx512 else 'no'}; {cores} usable cores")
+    print(box_line())
     print(
         f"{MODEL} x{SCALE}, CPU fp32; WORKER_RUNTIME={runtime}; vidworker engine: tile {last['tile']}, "
         f"batch {last['batch_size']}, {last['threads']} torch threads"

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.e2e import cpu_name
+from bench.e2e import box_line
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    name, avx512 = cpu_name()
-    print(f"CPU: {name}; avx512f: {'yes' if avx512 else 'no'}; {os.cpu_count()} cores")
+    print(box_line())
     ready_after("served")  # the IR cache warm, the page cache too
     times: dict[str, list[float]] = {"served": [], "built": []}
     lines: dict[str, str] = {}
